@@ -1,0 +1,1 @@
+"""TorchServe handlers with thread policy, verified optimizations, sampled profiling and per-worker metrics."""

@@ -1,0 +1,56 @@
+"""Load the archived model: eager (model file + state dict), TorchScript, or a torch.export program."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import zipfile
+from typing import Any, Mapping
+
+import torch
+
+
+def load_archived_model(model_dir: str, manifest: Mapping[str, Any], device: torch.device) -> torch.nn.Module:
+    model_info = manifest.get("model") or {}
+    serialized = model_info.get("serializedFile")
+    model_file = model_info.get("modelFile")
+    weights = os.path.join(model_dir, serialized) if serialized else None
+    if model_file:
+        return load_eager(model_dir, model_file, weights, device)
+    if not weights or not os.path.isfile(weights):
+        raise RuntimeError(
+            f"the archive has neither a --model-file nor a --serialized-file ({weights!r}); "
+            "archive a model file with its state dict, a TorchScript file or a torch.export .pt2")
+    if weights.endswith(".pt2"):
+        return torch.export.load(weights).module().to(device)
+    if _is_torchscript(weights):
+        return torch.jit.load(weights, map_location=device)
+    raise RuntimeError(f"{os.path.basename(weights)} is not TorchScript or a torch.export program; "
+                       "a state dict needs --model-file with the nn.Module class")
+
+
+def load_eager(model_dir: str, model_file: str, weights: str | None, device: torch.device) -> torch.nn.Module:
+    if model_dir not in sys.path:
+        sys.path.insert(0, model_dir)
+    module = importlib.import_module(os.path.splitext(os.path.basename(model_file))[0])
+    classes = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+               if obj.__module__ == module.__name__ and issubclass(obj, torch.nn.Module)]
+    if len(classes) != 1:
+        raise RuntimeError(f"{model_file} must define exactly one nn.Module class, found "
+                           f"{[c.__name__ for c in classes]}")
+    model = classes[0]()
+    if weights:
+        # weights_only: a state dict needs no pickled code, and refusing code is safer.
+        state = torch.load(weights, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    return model.to(device)
+
+
+def _is_torchscript(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False

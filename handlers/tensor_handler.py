@@ -1,0 +1,72 @@
+"""Generic tensor handler: JSON nested lists or .npy in, JSON out.
+
+Loads eager models (--model-file + state dict), TorchScript and torch.export programs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from handlers.base import PerfHandler
+from handlers.options import TensorOptions
+from handlers.errors import RequestError
+from handlers.payloads import as_json, is_npy, load_npy
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
+
+
+class TensorHandler(PerfHandler):
+    options_section = "tensor"
+    options_class = TensorOptions
+
+    def initialize(self, context: Any) -> None:
+        self._unbatched: set[int] = set()
+        super().initialize(context)
+
+    def example_input(self) -> Optional[torch.Tensor]:
+        opts: TensorOptions = self.settings.options
+        if opts.input_shape is None:
+            return None
+        generator = torch.Generator().manual_seed(0)
+        if DTYPES[opts.dtype].is_floating_point:
+            return torch.randn(1, *opts.input_shape, generator=generator).to(DTYPES[opts.dtype])
+        return torch.randint(0, 2, (1, *opts.input_shape), generator=generator).to(DTYPES[opts.dtype])
+
+    def preprocess(self, data: list) -> Optional[torch.Tensor]:
+        self._unbatched = set()
+        return super().preprocess(data)
+
+    def decode(self, body: Any, idx: int) -> torch.Tensor:
+        opts: TensorOptions = self.settings.options
+        if is_npy(body):
+            array = load_npy(bytes(body))
+        else:
+            payload = as_json(body)
+            if isinstance(payload, dict):
+                if opts.input_field not in payload:
+                    raise RequestError(f"JSON requests need the tensor under '{opts.input_field}', or a bare list")
+                payload = payload[opts.input_field]
+            try:
+                array = np.asarray(payload)
+            except ValueError as exc:
+                raise RequestError(f"the nested lists are ragged: {exc}") from None
+        if array.dtype.kind not in "biuf":
+            raise RequestError(f"expected numbers, got {array.dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(DTYPES[opts.dtype])
+        if opts.input_shape is not None:
+            row = tuple(opts.input_shape)
+            if tuple(tensor.shape) == row:
+                self._unbatched.add(idx)
+                tensor = tensor.unsqueeze(0)
+            elif tuple(tensor.shape[1:]) != row:
+                raise RequestError(f"expected shape {list(row)} or [N, {', '.join(map(str, row))}], "
+                                   f"got {list(tensor.shape)}", 422)
+        elif tensor.dim() == 0:
+            raise RequestError("expected a tensor with a batch dimension, got a scalar", 422)
+        return tensor
+
+    def format_output(self, output: torch.Tensor, idx: int) -> Any:
+        return output[0].tolist() if idx in self._unbatched else output.tolist()

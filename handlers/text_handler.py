@@ -1,0 +1,61 @@
+"""Text classifier: UTF-8 text or JSON with a text field in; top-k labels out. Batches are padded."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from handlers.base import PerfHandler
+from handlers.options import TextOptions
+from handlers.errors import RequestError
+from handlers.labels import load_labels, top_k
+from handlers.payloads import as_bytes, as_json, looks_like_json
+from handlers.tokenizer import PAD_ID, tokenize
+
+
+class TextClassifierHandler(PerfHandler):
+    options_section = "text"
+    options_class = TextOptions
+
+    def initialize(self, context: Any) -> None:
+        self.labels = load_labels(context.system_properties["model_dir"])
+        super().initialize(context)
+
+    def example_input(self) -> Optional[torch.Tensor]:
+        opts: TextOptions = self.settings.options
+        ids = tokenize("a representative sentence to warm the model up", opts.vocab_size, opts.max_length)
+        return torch.tensor([ids + [PAD_ID] * (_round_up(len(ids), opts.pad_to_multiple) - len(ids))])
+
+    def decode(self, body: Any, idx: int) -> torch.Tensor:
+        opts: TextOptions = self.settings.options
+        if looks_like_json(body):
+            payload = as_json(body)
+            if not isinstance(payload, dict) or not isinstance(payload.get(opts.text_field), str):
+                raise RequestError(f"JSON text requests need a string under '{opts.text_field}'")
+            text = payload[opts.text_field]
+        else:
+            try:
+                text = as_bytes(body).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RequestError(f"the body is not UTF-8 text: {exc}") from None
+        if not text.strip():
+            raise RequestError("the text is empty")
+        return torch.tensor([tokenize(text, opts.vocab_size, opts.max_length)], dtype=torch.long)
+
+    def collate(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        opts: TextOptions = self.settings.options
+        length = min(opts.max_length, _round_up(max(t.shape[1] for t in tensors), opts.pad_to_multiple))
+        batch = torch.full((sum(t.shape[0] for t in tensors), length), PAD_ID, dtype=torch.long)
+        row = 0
+        for t in tensors:
+            batch[row:row + t.shape[0], :t.shape[1]] = t[:, :length]
+            row += t.shape[0]
+        return batch
+
+    def format_output(self, output: torch.Tensor, idx: int) -> Any:
+        return top_k(output[0], self.labels, self.settings.options.topk)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

@@ -1,0 +1,1 @@
+"""Capabilities the torchserve-perf handlers compose: thread policy, optimizations, profiler, metrics."""

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Build model_store/: seeded models archived with torch-model-archiver, plus a ready server config.
+
+Each archive bundles the ``handlers`` and ``plugins`` packages (a staging folder that contains
+them is given to --extra-files, so they stay packages), so a stock TorchServe serves it with
+nothing of ours installed. ``--no-bundle`` leaves them out, for servers that have the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.resnet18 import ResNet18  # noqa: E402
+from models.text_classifier import NUM_LABELS, TextClassifier  # noqa: E402
+
+ARCHIVER = str(Path(sys.executable).with_name("torch-model-archiver"))
+PACKAGES = ("handlers", "plugins")
+TEXT_LABELS = ["negative", "neutral", "positive", "question"][:NUM_LABELS]
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    name: str
+    model_file: Path
+    make_model: Callable[[], torch.nn.Module]
+    handler: Path
+    labels: list[str]
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+
+def default_specs() -> list[ArchiveSpec]:
+    return [
+        ArchiveSpec(
+            name="resnet18",
+            model_file=REPO / "models" / "resnet18.py",
+            make_model=ResNet18,
+            handler=REPO / "handlers" / "image_handler.py",
+            labels=[f"class_{i:04d}" for i in range(1000)],
+            model_config={"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 10,
+                          "responseTimeout": 120, "handler": {"image": {"topk": 5}}},
+        ),
+        ArchiveSpec(
+            name="text_classifier",
+            model_file=REPO / "models" / "text_classifier.py",
+            make_model=TextClassifier,
+            handler=REPO / "handlers" / "text_handler.py",
+            labels=TEXT_LABELS,
+            model_config={"minWorkers": 1, "maxWorkers": 1, "batchSize": 8, "maxBatchDelay": 10,
+                          "responseTimeout": 120, "handler": {"text": {"topk": 3}}},
+        ),
+    ]
+
+
+def seeded_state_dict(make_model: Callable[[], torch.nn.Module], seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return make_model().eval().state_dict()
+
+
+def stage_packages(target: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, name: Optional[str] = None,
+                  model_config: Optional[dict] = None, archive_format: str = "default") -> Path:
+    """Archive one model; returns the .mar (or folder, for archive_format='no-archive')."""
+    name = name or spec.name
+    config = model_config if model_config is not None else spec.model_config
+    export_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"stage-{name}-") as tmp:
+        work = Path(tmp)
+        weights = work / f"{name}.pt"
+        torch.save(seeded_state_dict(spec.make_model), weights)
+        extra = work / "extra"
+        extra.mkdir()
+        if bundle:
+            stage_packages(extra)
+        (extra / "index_to_name.json").write_text(json.dumps({str(i): label for i, label in enumerate(spec.labels)}))
+        config_path = work / "model-config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        command = [
+            ARCHIVER, "--model-name", name, "--version", "1.0",
+            "--model-file", str(spec.model_file), "--serialized-file", str(weights),
+            "--handler", str(spec.handler), "--extra-files", str(extra),
+            "--config-file", str(config_path), "--export-path", str(export_path),
+            "--archive-format", archive_format, "--force",
+        ]
+        subprocess.run(command, check=True)
+    return export_path / (f"{name}.mar" if archive_format == "default" else name)
+
+
+def write_server_config(store: Path) -> Path:
+    """model_store/config.properties: loopback, Prometheus metrics, our metrics declarations."""
+    metrics_yaml = store / "metrics.yaml"
+    shutil.copy2(REPO / "plugins" / "metrics" / "metrics.yaml", metrics_yaml)
+    props = {
+        "inference_address": "http://127.0.0.1:8080",
+        "management_address": "http://127.0.0.1:8081",
+        "metrics_address": "http://127.0.0.1:8082",
+        "metrics_mode": "prometheus",
+        "metrics_config": str(metrics_yaml.resolve()),
+        "model_store": str(store.resolve()),
+        "load_models": "all",
+        "install_py_dep_per_model": "false",
+    }
+    path = store / "config.properties"
+    path.write_text("# Written by scripts/build_model_store.py\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    parser.add_argument("--no-bundle", action="store_true", help="leave handlers/plugins out of the archives")
+    parser.add_argument("--only", nargs="*", help="archive only these models")
+    args = parser.parse_args(argv)
+    for spec in default_specs():
+        if args.only and spec.name not in args.only:
+            continue
+        path = build_archive(spec, args.store, bundle=not args.no_bundle)
+        print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {write_server_config(args.store)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
