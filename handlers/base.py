@@ -57,8 +57,8 @@ class PerfHandler(BaseHandler):
         self.model = self.load_model(context).eval()
         self.optimization = self.optimize_model()
         self.runner = self.optimization.model
-        self.profiler = BatchProfiler(self.settings.profiler, self.worker)
         self.metrics = WorkerMetrics(self.settings.metrics, self.worker, context.metrics)
+        self.profiler = BatchProfiler(self.settings.profiler, self.worker, on_trace_written=self.metrics.trace_written)
         self.metrics.loaded(self.optimization, self.thread_decision)
         self.initialized = True
 
@@ -103,8 +103,9 @@ class PerfHandler(BaseHandler):
     def handle(self, data: list, context: Any) -> list:
         started = time.perf_counter()
         self.context = context
-        with self.profiler.batch(len(data), force=self.profile_requested(context, len(data))):
+        with self.profiler.batch(len(data), force=self.profile_requested(context, len(data))) as recorded:
             outputs = self._run_batch(data)
+        self.metrics.profiled(recorded)
         self.metrics.batch(len(data), time.perf_counter() - started)
         return self._responses(len(data), outputs)
 

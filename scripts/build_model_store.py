@@ -103,6 +103,16 @@ def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, 
     return export_path / (f"{name}.mar" if archive_format == "default" else name)
 
 
+def build_stock_archive(export_path: Path, *, name: str = "resnet18_stock", model_config: Optional[dict] = None,
+                        archive_format: str = "default") -> Path:
+    """ResNet-18 behind TorchServe's own BaseHandler (scripts/stock/), for side-by-side runs."""
+    spec = default_specs()[0]
+    stock = ArchiveSpec(name=name, model_file=spec.model_file, make_model=spec.make_model,
+                        handler=REPO / "scripts" / "stock" / "stock_image_handler.py", labels=spec.labels,
+                        model_config={k: v for k, v in spec.model_config.items() if k != "handler"})
+    return build_archive(stock, export_path, bundle=False, model_config=model_config, archive_format=archive_format)
+
+
 def write_server_config(store: Path) -> Path:
     """model_store/config.properties: loopback, Prometheus metrics, our metrics declarations."""
     metrics_yaml = store / "metrics.yaml"

@@ -31,3 +31,9 @@ class WorkerMetrics:
 
     def rejected(self, count: int) -> None:
         pass
+
+    def trace_written(self, path: Any) -> None:
+        pass
+
+    def profiled(self, recorded: bool) -> None:
+        pass

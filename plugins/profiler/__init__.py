@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 from plugins.worker import WorkerIdentity
 
@@ -16,13 +17,16 @@ class ProfilerConfig:
 
 
 class BatchProfiler:
-    def __init__(self, config: ProfilerConfig, worker: WorkerIdentity) -> None:
+    def __init__(self, config: ProfilerConfig, worker: WorkerIdentity,
+                 on_trace_written: Optional[Callable[[Path], None]] = None) -> None:
         self.config = config
         self.worker = worker
+        self.on_trace_written = on_trace_written
 
     @contextlib.contextmanager
-    def batch(self, size: int, force: bool = False) -> Iterator[None]:
-        yield
+    def batch(self, size: int, force: bool = False) -> Iterator[bool]:
+        """Wraps one handled batch; yields True when this batch is being recorded."""
+        yield False
 
     def close(self) -> None:
         pass
