@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler bench-metrics tune tune-grid compare
+.PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench
 
 $(STAMP): requirements.txt setup.py
 	@scripts/ensure_java.sh
@@ -27,3 +27,53 @@ test: $(STAMP)
 
 clean:
 	rm -rf model_store/*.mar model_store/config.properties model_store/metrics.yaml results
+
+# scripts/tune (docs/tuning.md). TUNE_ARGS passes options to both runs, e.g. TUNE_ARGS="--p99-ms 200".
+TUNE_ARGS ?=
+tune: $(STAMP)
+	$(PY) scripts/tune $(TUNE_ARGS)
+
+# The quality bar: the exhaustive grid, then the tuner from scratch, then both winners head to head.
+tune-grid: $(STAMP)
+	$(PY) scripts/tune --strategy grid --budget-min 60 --confirm-top 3 --out results/tune-grid --fresh $(TUNE_ARGS)
+	$(PY) scripts/tune --out results/tune --fresh $(TUNE_ARGS)
+	$(PY) scripts/tune compare results/tune-grid/resnet18 results/tune/resnet18 --head-to-head 3
+
+# scripts/bench (docs/benchmarking.md): a TorchServe started from model_store/, closed loop at 1/4/8
+# clients. BENCH_ARGS adds or overrides options, e.g. BENCH_ARGS="--rate 20 40 --duration 60".
+BENCH_ARGS ?=
+bench: model-store
+	$(PY) scripts/bench --model-store model_store --model resnet18 $(BENCH_ARGS)
+
+# The side-by-side report (docs/benchmarking.md): results/compare/report.md. COMPARE_ARGS="--quick" to check it works.
+COMPARE_ARGS ?=
+compare: $(STAMP)
+	$(PY) scripts/compare.py $(COMPARE_ARGS)
+
+# Metrics on vs off in one run (docs/metrics.md). BENCH_METRICS_ARGS="--quick" checks it works.
+BENCH_METRICS_ARGS ?=
+bench-metrics: $(STAMP)
+	$(PY) scripts/bench_metrics.py $(BENCH_METRICS_ARGS)
+
+# Speedup of each optimization plugin on ResNet-18 and the text model, in process and served through
+# TorchServe (docs/optimizations.md). BENCH_OPTIMIZATIONS_ARGS="--quick" checks it works.
+BENCH_OPTIMIZATIONS_ARGS ?=
+bench-optimizations: $(STAMP)
+	$(PY) scripts/bench_optimizations.py $(BENCH_OPTIMIZATIONS_ARGS)
+
+# Thread policy vs stock TorchServe on ResNet-18 at 4 and 8 clients (docs/handlers.md).
+# BENCH_THREADS_ARGS="--quick" checks it works.
+BENCH_THREADS_ARGS ?=
+bench-threads: $(STAMP)
+	$(PY) scripts/bench_threads.py $(BENCH_THREADS_ARGS)
+
+# Profiler off / on-but-idle / active / stock ENABLE_TORCH_PROFILER on ResNet-18 (docs/profiling.md).
+# BENCH_PROFILER_ARGS="--quick" checks it works.
+BENCH_PROFILER_ARGS ?=
+bench-profiler: $(STAMP)
+	$(PY) scripts/bench_profiler.py $(BENCH_PROFILER_ARGS)
+
+# Markdown + PNG of where the time goes in the traces `make demo` wrote (TRACES=dir for others).
+TRACES ?= results/demo/traces
+traces-summary: $(STAMP)
+	$(PY) scripts/summarize_traces.py $(TRACES)

@@ -15,11 +15,10 @@ import time
 from typing import Any, ClassVar, Iterator, Optional
 
 import torch
-from torch.profiler import record_function
 from ts.torch_handler.base_handler import BaseHandler
 
 from handlers.errors import RequestError
-from handlers.loading import load_archived_model
+from handlers.loading import eval_mode, load_archived_model
 from handlers.settings import HandlerSettings, load_settings
 from plugins import threads
 from plugins.metrics import WorkerMetrics
@@ -54,7 +53,7 @@ class PerfHandler(BaseHandler):
         self.worker = WorkerIdentity.from_context(context)
         self.device = self.select_device(context)
         self.thread_decision = self.apply_thread_policy()
-        self.model = self.load_model(context).eval()
+        self.model = eval_mode(self.load_model(context))
         self.optimization = self.optimize_model()
         self.runner = self.optimization.model
         self.metrics = WorkerMetrics(self.settings.metrics, self.worker, context.metrics)
@@ -77,15 +76,18 @@ class PerfHandler(BaseHandler):
             cores=threads.allowed_cores(),
             workers=self.worker.workers,
             worker_index=self.worker.index,
+            device=str(self.device),
         )
-        threads.apply(decision)
-        log.info("%s thread policy: %s", self.worker.name, decision.describe())
+        decision = threads.apply(decision)
+        # Once per worker; also says which copy of the package serves (bundled in the .mar or installed).
+        log.info("%s thread policy: %s; handlers from %s", self.worker.name, decision.describe(),
+                 os.path.dirname(os.path.abspath(__file__)))
         return decision
 
     def load_model(self, context: Any) -> torch.nn.Module:
         return load_archived_model(context.system_properties["model_dir"], context.manifest, self.device)
 
-    def example_input(self) -> torch.Tensor:
+    def example_input(self) -> Optional[torch.Tensor]:
         """A representative input with a leading batch dimension, for warm-up and parity checks."""
         raise NotImplementedError
 
@@ -96,8 +98,11 @@ class PerfHandler(BaseHandler):
             intra_op_threads=self.thread_decision.intra_op,
             inter_op_threads=self.thread_decision.inter_op,
             model_name=self.worker.model_name,
+            batch_size=int(self.context.system_properties.get("batch_size") or 1),
         )
-        return optimize(self.model, self.settings.optimizations, self.example_input().to(self.device), runtime)
+        example = self.example_input()  # None: the handler cannot make one (e.g. no tensor.input_shape)
+        example = example.to(self.device) if example is not None else None
+        return optimize(self.model, self.settings.optimizations, example, runtime)
 
     # ---- serve ------------------------------------------------------------------------------
     def handle(self, data: list, context: Any) -> list:
@@ -139,7 +144,9 @@ class PerfHandler(BaseHandler):
     @contextlib.contextmanager
     def phase(self, name: str, batch_size: int) -> Iterator[None]:
         started = time.perf_counter()
-        with record_function(name, args=f"batch_size={batch_size}"):
+        # The profiler's range: record_function's args string never reaches Kineto's JSON, so the
+        # profiler keeps the batch size and writes it into the trace itself.
+        with self.profiler.annotate(name, batch_size):
             yield
         self.metrics.phase(name, time.perf_counter() - started)
 
@@ -205,6 +212,11 @@ class PerfHandler(BaseHandler):
                 responses.append(error.body())
             else:
                 responses.append(by_index.get(idx))
+        if self._rejected:
+            # Names the batch, so a rejected request can be told apart from a failed batch in the log.
+            log.warning("%s batch of %d: served %d, rejected %s", self.worker.name if self.worker else "", size,
+                        len(self._accepted), "; ".join(f"request {i}: {e.status} {e.message}"
+                                                       for i, e in sorted(self._rejected.items())))
         self.metrics.rejected(len(self._rejected))
         return responses
 

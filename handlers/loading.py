@@ -31,6 +31,14 @@ def load_archived_model(model_dir: str, manifest: Mapping[str, Any], device: tor
                        "a state dict needs --model-file with the nn.Module class")
 
 
+def eval_mode(model: Any) -> Any:
+    """Put a loaded model in inference mode; a torch.export module refuses .eval() and needs none."""
+    try:
+        return model.eval()
+    except NotImplementedError:  # exported programs captured their mode at export time
+        return model
+
+
 def load_eager(model_dir: str, model_file: str, weights: str | None, device: torch.device) -> torch.nn.Module:
     if model_dir not in sys.path:
         sys.path.insert(0, model_dir)

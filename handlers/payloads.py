@@ -27,7 +27,7 @@ def as_bytes(body: Any) -> bytes:
 
 def as_json(body: Any) -> Any:
     """TorchServe already parses application/json bodies; parse raw bytes that look like JSON."""
-    if isinstance(body, (dict, list)):
+    if isinstance(body, (dict, list, int, float)):  # TorchServe parsed an application/json body already
         return body
     raw = as_bytes(body).strip()
     try:

@@ -55,6 +55,8 @@ class TensorHandler(PerfHandler):
                 raise RequestError(f"the nested lists are ragged: {exc}") from None
         if array.dtype.kind not in "biuf":
             raise RequestError(f"expected numbers, got {array.dtype}")
+        if array.ndim == 0:  # checked before ascontiguousarray, which makes a scalar 1-d
+            raise RequestError("expected a tensor with a batch dimension, got a scalar", 422)
         tensor = torch.from_numpy(np.ascontiguousarray(array)).to(DTYPES[opts.dtype])
         if opts.input_shape is not None:
             row = tuple(opts.input_shape)
@@ -64,8 +66,6 @@ class TensorHandler(PerfHandler):
             elif tuple(tensor.shape[1:]) != row:
                 raise RequestError(f"expected shape {list(row)} or [N, {', '.join(map(str, row))}], "
                                    f"got {list(tensor.shape)}", 422)
-        elif tensor.dim() == 0:
-            raise RequestError("expected a tensor with a batch dimension, got a scalar", 422)
         return tensor
 
     def format_output(self, output: torch.Tensor, idx: int) -> Any:

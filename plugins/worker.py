@@ -67,18 +67,43 @@ class WorkerIdentity:
             model_version=version,
             port=port_from_argv(argv),
             gpu_id=int(gpu_id) if gpu_id is not None else None,
-            workers=configured_workers(getattr(context, "model_yaml_config", None) or {}, environ),
+            workers=configured_workers(getattr(context, "model_yaml_config", None) or {}, environ,
+                                       gpus=_gpu_count() if gpu_id is not None else 0),
             pid=os.getpid(),
         )
 
 
-def configured_workers(model_yaml_config: Mapping[str, Any], environ: Mapping[str, str]) -> int:
-    """Workers TorchServe starts for this model: model-config minWorkers, else the server default."""
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # no usable CUDA runtime
+        return 0
+
+
+def configured_workers(model_yaml_config: Mapping[str, Any], environ: Mapping[str, str], gpus: int = 0) -> int:
+    """Workers TorchServe starts for this model, as its frontend decides it.
+
+    model-config ``minWorkers``; else the server's default_workers_per_model when it reaches the
+    worker as TS_DEFAULT_WORKERS_PER_MODEL; else, like the frontend, one per GPU or one per CPU
+    this process may use. A default_workers_per_model set only in config.properties is invisible
+    to the worker: set minWorkers (or handler.threads.workers) when you rely on it.
+    """
     value = model_yaml_config.get("minWorkers")
     if value:
         return max(1, int(value))
-    # TorchServe's default_workers_per_model, if the server was started with it as env config.
-    env_default = environ.get("TS_DEFAULT_WORKERS_PER_MODEL", "")
+    env_default = str(environ.get("TS_DEFAULT_WORKERS_PER_MODEL", "")).strip()
     if env_default.isdigit() and int(env_default) > 0:
         return int(env_default)
-    return max(1, os.cpu_count() or 1)
+    if gpus > 0:
+        return gpus
+    return max(1, len(_allowed_cpus()))
+
+
+def _allowed_cpus() -> Sequence[int]:
+    # The JVM's availableProcessors() honours the affinity mask; so does this.
+    try:
+        return tuple(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return tuple(range(os.cpu_count() or 1))

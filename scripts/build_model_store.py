@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -99,7 +100,8 @@ def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, 
             "--config-file", str(config_path), "--export-path", str(export_path),
             "--archive-format", archive_format, "--force",
         ]
-        subprocess.run(command, check=True)
+        # The archiver stages in $TMPDIR/<model name>: a private TMPDIR lets builds run side by side.
+        subprocess.run(command, check=True, env={**os.environ, "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp})
     return export_path / (f"{name}.mar" if archive_format == "default" else name)
 
 

@@ -24,7 +24,15 @@ def test_worker_name_matches_torchserve_naming():
 
 
 def test_worker_count_falls_back_to_torchserve_default(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 6)
-    assert configured_workers({}, {}) == 6
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert configured_workers({}, {}) == 6  # the frontend's default: one per CPU it may use
+    assert configured_workers({}, {}, gpus=2) == 2  # ... or one per GPU
     assert configured_workers({}, {"TS_DEFAULT_WORKERS_PER_MODEL": "3"}) == 3
     assert configured_workers({"minWorkers": 4}, {"TS_DEFAULT_WORKERS_PER_MODEL": "3"}) == 4
+
+
+def test_gpu_id_comes_from_torchserve():
+    context = SimpleNamespace(model_name="m", manifest={}, system_properties={"gpu_id": 1},
+                              model_yaml_config={"minWorkers": 2})
+    worker = WorkerIdentity.from_context(context, argv=["w", "--port", "9000"], environ={})
+    assert worker.gpu_id == 1 and worker.index == 0 and worker.name == "W-9000-m_1.0"

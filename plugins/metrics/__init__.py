@@ -1,39 +1,12 @@
-"""Per-worker metrics through TorchServe's metrics API."""
+"""Per-worker metrics through TorchServe's metrics API, for Prometheus and Grafana.
 
-from __future__ import annotations
+The base handler builds one :class:`WorkerMetrics` per worker from ``handler: metrics:``
+(:class:`MetricsConfig`) and ``context.metrics``. Every metric is declared in the shipped
+``metrics.yaml`` (see :mod:`plugins.metrics.catalog`), which TorchServe must be started with.
+"""
 
-from dataclasses import dataclass
-from typing import Any
+from plugins.metrics.config import MetricsConfig
+from plugins.metrics.declarations import SHIPPED as METRICS_YAML
+from plugins.metrics.worker_metrics import WorkerMetrics
 
-from plugins.worker import WorkerIdentity
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    enabled: bool = True
-
-
-class WorkerMetrics:
-    def __init__(self, config: MetricsConfig, worker: WorkerIdentity, cache: Any) -> None:
-        self.config = config
-        self.worker = worker
-        self.cache = cache
-
-    def phase(self, name: str, seconds: float) -> None:
-        pass
-
-
-    def batch(self, size: int, seconds: float) -> None:
-        pass
-
-    def loaded(self, optimization: Any, threads: Any) -> None:
-        pass
-
-    def rejected(self, count: int) -> None:
-        pass
-
-    def trace_written(self, path: Any) -> None:
-        pass
-
-    def profiled(self, recorded: bool) -> None:
-        pass
+__all__ = ["MetricsConfig", "WorkerMetrics", "METRICS_YAML"]

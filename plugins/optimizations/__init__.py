@@ -1,38 +1,91 @@
-"""Runtime optimizations applied at load, each verified against eager outputs."""
+"""Runtime optimizations applied at load, each verified against eager outputs.
+
+``optimize()`` is what the base handler calls: it runs the configured chain (or ``auto``) on
+warm-up inputs derived from the handler's example input, keeps every step whose outputs match
+eager within tolerance, drops the others with one WARNING each, and never raises because of an
+optimization (only for a configuration it cannot honour).
+
+Write a plugin: subclass :class:`OptimizationPlugin`, then either call :func:`register` or
+declare it under the ``torchserve_perf.optimizations`` entry-point group of your package.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 
+from plugins.optimizations.config import (AutoConfig, OptimizationConfig, ParityConfig, WarmupConfig,
+                                          missing_example_error)
+from plugins.optimizations.interface import OptimizationPlugin, Runtime, StepContext, Unavailable
+from plugins.optimizations.registry import ENTRY_POINT_GROUP, PluginError, Registry, default_registry, register
 
-@dataclass(frozen=True)
-class OptimizationConfig:
-    chain: tuple[str, ...] = ()
+__all__ = [
+    "AutoConfig", "ENTRY_POINT_GROUP", "OptimizationConfig", "OptimizationPlugin", "OptimizationResult",
+    "ParityConfig", "PluginError", "Registry", "Runtime", "StepContext", "Unavailable", "WarmupConfig",
+    "default_registry", "optimize", "register",
+]
 
-
-@dataclass(frozen=True)
-class Runtime:
-    """What an optimization may need to know about the worker it runs in."""
-
-    device: torch.device
-    intra_op_threads: int
-    inter_op_threads: int
-    model_name: str = ""
-    cache_dir: Optional[str] = None
+log = logging.getLogger("plugins.optimizations")
 
 
 @dataclass
 class OptimizationResult:
-    model: Callable[..., Any]
+    model: Callable[..., Any]  # what the handler runs
     applied: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)  # plugin -> reason
+    skipped: dict[str, str] = field(default_factory=dict)  # plugin (or auto candidate) -> reason
     load_seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)  # plugin -> seconds spent on it at load
+    auto_reason: Optional[str] = None  # chain: [auto]: what was chosen and why
+
+    def describe(self) -> str:
+        applied = ", ".join(f"{n} ({self.step_seconds.get(n, 0.0):.1f} s)" for n in self.applied) or "none"
+        text = f"applied {applied}; load {self.load_seconds:.1f} s"
+        if self.skipped:
+            text += "; dropped " + ", ".join(self.skipped)
+        return text
 
 
-def optimize(model: torch.nn.Module, config: OptimizationConfig, example: torch.Tensor,
-             runtime: Runtime) -> OptimizationResult:
-    # Placeholder until the plugin registry lands: eager model, nothing applied.
-    return OptimizationResult(model=model)
+def optimize(model: torch.nn.Module, config: OptimizationConfig, example: Optional[torch.Tensor],
+             runtime: Runtime, registry: Optional[Registry] = None) -> OptimizationResult:
+    """Apply ``config.chain`` to ``model``; see the module docstring."""
+    from plugins.optimizations.auto import choose
+    from plugins.optimizations.chain import FallbackRunner, run_chain
+    from plugins.optimizations.parity import Reference, warmup_inputs
+    from plugins.optimizations.report import route_worker_warnings
+
+    if not config.chain:
+        return OptimizationResult(model=model)
+    if example is None:
+        raise missing_example_error()
+    route_worker_warnings()
+    registry = registry or default_registry()
+    started = time.perf_counter()
+    name = runtime.model_name or "model"
+    try:
+        reference = Reference.capture(model, warmup_inputs(example, config.warmup, runtime))
+    except Exception as exc:
+        reason = f"cannot verify optimizations: {type(exc).__name__}: {exc}"
+        log.warning("optimizations for %s dropped, serving the eager model: %s", name, reason)
+        return OptimizationResult(model=model, skipped={n: reason for n in config.chain},
+                                  load_seconds=time.perf_counter() - started)
+    if reference.dropped:
+        log.info("warm-up inputs the eager model rejects, left out: %s", "; ".join(reference.dropped))
+
+    auto_reason = None
+    if config.chain == ("auto",):
+        auto = choose(model, config, reference, runtime, registry)
+        outcome, auto_reason = auto.chain, auto.reason
+    else:
+        outcome = run_chain(model, config.chain, reference, config, runtime, registry)
+    runner = outcome.model
+    if outcome.applied and config.fallback_to_eager:
+        runner = FallbackRunner(outcome.model, model, outcome.applied)
+    result = OptimizationResult(model=runner, applied=list(outcome.applied), skipped=dict(outcome.skipped),
+                                load_seconds=time.perf_counter() - started, step_seconds=dict(outcome.step_seconds),
+                                auto_reason=auto_reason)
+    log.info("optimizations for %s: %s", name, result.describe())
+    return result

@@ -1,0 +1,160 @@
+"""WorkerMetrics: what the base handler reports, per worker, through TorchServe's metrics API."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from typing import Any, Callable, Optional, TypeVar
+
+from plugins.metrics import catalog
+from plugins.metrics.config import MetricsConfig
+from plugins.metrics.emitter import Emitter, label, seconds
+from plugins.metrics.gpu import NvmlProbe
+from plugins.metrics.sampler import ProcessProbe, Sampler, describe_cores
+from plugins.worker import WorkerIdentity
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def observer(method: F) -> F:
+    """A metrics failure is logged (fully the first time) and never reaches the request."""
+
+    @functools.wraps(method)
+    def guarded(self: "WorkerMetrics", *args: Any, **kwargs: Any) -> None:
+        if self._emitter is None:
+            return
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:
+            self.failures[method.__name__] += 1
+            if self.failures[method.__name__] == 1:
+                log.warning("%s: metrics %s failed; the request is not affected", self.worker.name,
+                            method.__name__, exc_info=True)
+            else:
+                log.debug("metrics %s failed again: %s", method.__name__, exc)
+
+    return guarded  # type: ignore[return-value]
+
+
+class WorkerMetrics:
+    """Per-worker histograms, counters and sampled gauges, labelled with TorchServe's worker name.
+
+    ``cache`` is the worker's ``context.metrics``. With metrics off, or no usable cache, every
+    method is a no-op.
+    """
+
+    def __init__(self, config: MetricsConfig, worker: WorkerIdentity, cache: Any) -> None:
+        self.config = config
+        self.worker = worker
+        self.failures: Counter[str] = Counter()
+        self._emitter: Optional[Emitter] = None
+        self._sampler: Optional[Sampler] = None
+        self._process: Optional[ProcessProbe] = None
+        self._gpu: Optional[NvmlProbe] = None
+        if not config.enabled:
+            log.info("%s: metrics off (handler.metrics.enabled / TS_PERF_METRICS)", worker.name)
+            return
+        if cache is None:
+            log.warning("%s: no TorchServe metrics cache in the context; metrics off", worker.name)
+            return
+        try:
+            emitter = Emitter(cache, worker.name, worker.model_name)
+        except Exception:
+            log.warning("%s: could not set up metrics; metrics off", worker.name, exc_info=True)
+            return
+        self._emitter = emitter if emitter.active else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._emitter is not None
+
+    def _emit(self, spec: catalog.MetricSpec, value: float, *labels: str) -> None:
+        assert self._emitter is not None
+        self._emitter.emit(spec, value, *labels)
+
+    # ---- per batch ----------------------------------------------------------------------------
+    @observer
+    def phase(self, name: str, seconds_taken: float) -> None:
+        spec = catalog.PHASES.get(name)
+        if spec is not None:
+            self._emit(spec, seconds(seconds_taken))
+
+    @observer
+    def batch(self, size: int, seconds_taken: float) -> None:
+        self._emit(catalog.HANDLER, seconds(seconds_taken))
+        self._emit(catalog.BATCH_SIZE, int(size))
+
+    @observer
+    def rejected(self, count: int) -> None:
+        if count > 0:
+            self._emit(catalog.REJECTED, int(count))
+
+    @observer
+    def profiled(self, recorded: bool) -> None:
+        if recorded:
+            self._emit(catalog.PROFILED, 1)
+
+    @observer
+    def trace_written(self, path: Any) -> None:
+        self._emit(catalog.TRACES, 1)
+
+    # ---- once, after load ---------------------------------------------------------------------
+    @observer
+    def loaded(self, optimization: Any, threads: Any) -> None:
+        self._emit(catalog.LOAD_SECONDS, seconds(getattr(optimization, "load_seconds", 0.0) or 0.0))
+        applied = list(getattr(optimization, "applied", None) or [])
+        skipped = dict(getattr(optimization, "skipped", None) or {})
+        for name in applied:
+            self._emit(catalog.OPTIMIZATION, 1, label(name))
+        for name in skipped:
+            if name not in applied:
+                self._emit(catalog.OPTIMIZATION, 0, label(name))
+        if not applied:
+            self._emit(catalog.OPTIMIZATION, 1, "none")
+        steps = dict(getattr(optimization, "step_seconds", None) or {})
+        for name, taken in steps.items():
+            self._emit(catalog.OPTIMIZATION_SECONDS, seconds(taken), label(name))
+        if not applied and not steps:
+            self._emit(catalog.OPTIMIZATION_SECONDS, 0.0, "none")
+        self._emit(catalog.INTER_OP, int(getattr(threads, "inter_op", 0) or 0))
+        # Counters start at 0 so their series exist (and rate() works) before the first event.
+        for spec in (catalog.REJECTED, catalog.PROFILED, catalog.TRACES):
+            self._emit(spec, 0)
+        self._start_sampling()
+
+    def _start_sampling(self) -> None:
+        if self.config.sample_interval_s <= 0 or self._sampler is not None:
+            return
+        self._process = ProcessProbe()
+        if self.config.gpu and self.worker.gpu_id is not None:
+            self._gpu = NvmlProbe(self.worker.gpu_id)
+        self.sample()  # gauges are on the endpoint as soon as the worker is READY
+        self._sampler = Sampler(self.config.sample_interval_s, self.sample, name=f"ts-perf-metrics-{self.worker.name}")
+        self._sampler.start()
+
+    # ---- sampled ------------------------------------------------------------------------------
+    @observer
+    def sample(self) -> None:
+        """One sample of the resource gauges (the sampler thread calls this every interval)."""
+        if self._process is not None:
+            resources = self._process.sample()
+            self._emit(catalog.RESIDENT_MEMORY, resources.resident_bytes)
+            self._emit(catalog.CPU_PERCENT, round(resources.cpu_percent, 2))
+            self._emit(catalog.INTRA_OP, resources.intra_op_threads)
+            self._emit(catalog.PINNED_CORES, len(resources.cores), describe_cores(resources.cores))
+        if self._gpu is not None:
+            gpu = self._gpu.sample()
+            if gpu is not None:
+                self._emit(catalog.GPU_UTILIZATION, gpu.utilization_percent, gpu.device_id)
+                self._emit(catalog.GPU_MEMORY_USED, gpu.memory_used_bytes, gpu.device_id)
+                self._emit(catalog.GPU_MEMORY_TOTAL, gpu.memory_total_bytes, gpu.device_id)
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+        if self._gpu is not None:
+            self._gpu.close()

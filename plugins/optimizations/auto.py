@@ -1,0 +1,118 @@
+"""``chain: [auto]``: try candidate chains at load, keep the fastest that passes parity."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from torch import nn
+
+from plugins.optimizations.chain import ChainOutcome, run_chain, step_context
+from plugins.optimizations.config import OptimizationConfig, split_candidate
+from plugins.optimizations.interface import Runtime
+from plugins.optimizations.parity import Reference, time_per_call
+from plugins.optimizations.registry import Registry
+
+log = logging.getLogger("plugins.optimizations")
+
+# Cheap first: when the budget runs out, the expensive compile-based chains are the ones not tried.
+DEFAULT_CANDIDATES = (
+    "channels_last", "torchscript", "channels_last+torchscript", "onnxruntime", "quantize_dynamic", "bf16",
+    "fp16", "ipex", "tensorrt", "compile", "channels_last+compile",
+)
+
+
+@dataclass
+class AutoOutcome:
+    chain: ChainOutcome
+    reason: str
+    seconds: float
+    trials: dict[str, str] = field(default_factory=dict)  # candidate -> what happened
+
+
+def _ratio(value: object, eager_s: float) -> str:
+    if isinstance(value, float):
+        return f"{eager_s / value:.2f}x ({value * 1e3:.1f} ms)"
+    return str(value)
+
+
+def candidates(model: nn.Module, config: OptimizationConfig, reference: Reference, runtime: Runtime,
+               registry: Registry) -> tuple[list[tuple[str, ...]], dict[str, str]]:
+    """The chains worth trying here, and why the others are not tried."""
+    explicit = bool(config.auto.candidates)
+    chains = [split_candidate(c) for c in (config.auto.candidates or DEFAULT_CANDIDATES)]
+    kept, left_out = [], {}
+    for chain in chains:
+        label = "+".join(chain)
+        missing = [name for name in chain if name not in registry]
+        if missing:
+            left_out[label] = f"{missing[0]} is not registered"
+            continue
+        lossy = [name for name in chain if registry.get(name).lossy]
+        if lossy and not config.auto.allow_lossy and not explicit:
+            left_out[label] = f"{lossy[0]} changes numerics (set auto.allow_lossy: true to consider it)"
+            continue
+        reason = None
+        for name in chain:
+            try:
+                reason = registry.get(name).unavailable(model, step_context(name, config, reference, runtime))
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason:
+                break
+        if reason:
+            left_out[label] = reason
+            continue
+        kept.append(chain)
+    return kept, left_out
+
+
+def choose(model: nn.Module, config: OptimizationConfig, reference: Reference, runtime: Runtime,
+           registry: Registry) -> AutoOutcome:
+    started = time.perf_counter()
+    budget = config.auto.budget_s
+    x = reference.largest
+    chains, left_out = candidates(model, config, reference, runtime, registry)
+    trials: dict[str, object] = dict(left_out)  # candidate -> seconds per call, or why it was not kept
+    eager_s = time_per_call(model, x, config.auto.repeats)
+    best: Optional[tuple[float, ChainOutcome]] = None
+    failed: dict[str, str] = {}
+    for chain in chains:
+        label = "+".join(chain)
+        elapsed = time.perf_counter() - started
+        if elapsed >= budget:
+            trials[label] = f"not tried: the {budget:g} s budget was spent"
+            continue
+        outcome = run_chain(model, chain, reference, config, runtime, registry, announce=False)
+        if outcome.applied != list(chain):
+            name = next(n for n in chain if n in outcome.skipped)
+            trials[label] = failed[label] = f"{name} dropped: {outcome.skipped[name]}"
+            log.warning("auto: candidate %r dropped: %s", label, failed[label])
+            continue
+        seconds = time_per_call(outcome.model, x, config.auto.repeats)
+        trials[label] = seconds
+        if best is None or seconds < best[0]:
+            best = (seconds, outcome)
+    # Measured again at the end and the faster kept: eager went first, with colder caches.
+    eager_s = min(eager_s, time_per_call(model, x, config.auto.repeats))
+    described = {k: _ratio(v, eager_s) for k, v in trials.items()}
+    shape = list(x.shape)
+    summary = "; ".join(f"{k}: {v}" for k, v in described.items())
+    if best is not None and eager_s / best[0] >= config.auto.min_speedup:
+        seconds, outcome = best
+        label = "+".join(outcome.applied)
+        reason = (f"auto chose {label}: {eager_s / seconds:.2f}x eager ({seconds * 1e3:.1f} ms vs "
+                  f"{eager_s * 1e3:.1f} ms on input {shape}), parity passed. Tried: {summary}")
+    else:
+        outcome = ChainOutcome(model=model)
+        fastest = (f"the best, {'+'.join(best[1].applied)}, was {eager_s / best[0]:.2f}x"
+                   if best else "no candidate passed")
+        reason = (f"auto kept eager ({eager_s * 1e3:.1f} ms on input {shape}): {fastest}, below "
+                  f"auto.min_speedup {config.auto.min_speedup:g}. Tried: {summary}")
+    total = time.perf_counter() - started
+    outcome.step_seconds = {**{n: outcome.step_seconds.get(n, 0.0) for n in outcome.applied}, "auto": total}
+    outcome.skipped = failed
+    log.info("%s (search took %.1f s)", reason, total)
+    return AutoOutcome(chain=outcome, reason=reason, seconds=total, trials=described)

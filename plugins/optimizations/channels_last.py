@@ -1,0 +1,39 @@
+"""channels_last: NHWC memory layout for convolutional models on 4-D (NCHW) input."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from plugins.optimizations.interface import OptimizationPlugin, StepContext
+
+
+class ChannelsLastModel(nn.Module):
+    """The model in channels_last, with its input converted too (converting only one side is slow)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x, *args, **kwargs)
+
+
+class ChannelsLast(OptimizationPlugin):
+    name = "channels_last"
+    description = "NHWC memory layout for convolutions (4-D image input)"
+
+    def unavailable(self, model: Callable[..., Any], step: StepContext) -> Optional[str]:
+        if step.example.dim() != 4:
+            return f"needs 4-D NCHW input, and this model's input is {step.example.dim()}-D"
+        return None
+
+    def apply(self, model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
+        # A copy: .to(memory_format) converts in place, and a dropped step must leave the model as it was.
+        converted = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        return ChannelsLastModel(converted).eval()

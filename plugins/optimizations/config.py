@@ -1,0 +1,185 @@
+"""``handler.optimizations:`` in model-config.yaml.
+
+    handler:
+      optimizations:
+        chain: [channels_last, compile]      # or [auto], or the shorthand `optimizations: [compile]`
+        compile: {backend: inductor, mode: default}
+        parity: {rtol: 1.0e-3, atol: 1.0e-4}
+        auto: {budget_s: 60}
+
+Built-in plugins read their options from a key named after them; third-party plugins from
+``plugins: {<name>: {...}}``. TorchServe's own top-level ``pt2:`` key implies ``compile``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from plugins.config import ConfigValueError, HandlerConfigError, build
+from plugins.optimizations.autocast import AutocastOptions
+from plugins.optimizations.compile import CompileOptions, options_from_pt2
+from plugins.optimizations.ipex import IpexOptions
+from plugins.optimizations.onnx_runtime import OnnxRuntimeOptions
+from plugins.optimizations.quantize import QuantizeOptions
+from plugins.optimizations.tensorrt import TensorRTOptions
+from plugins.optimizations.torchscript import TorchScriptOptions
+
+SECTION = "optimizations"
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """Outputs must satisfy max|opt - eager| <= atol + rtol * max|eager| on every warm-up input."""
+
+    enabled: bool = True
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    # For plugins that change numerics on purpose (int8, bf16, fp16) and every step after them.
+    lossy_rtol: float = 5e-2
+    lossy_atol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("rtol", "atol", "lossy_rtol", "lossy_atol"):
+            if getattr(self, name) < 0:
+                raise ConfigValueError(name, f"{getattr(self, name)} is negative", "give a tolerance >= 0")
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """The inputs every step is warmed up and checked on (derived from the handler's example input)."""
+
+    # Empty: 1 and the model's batchSize (at least 2), so compiled graphs cover both.
+    batch_sizes: tuple[int, ...] = ()
+    # For integer [N, L] inputs (token ids). Empty: L and 2L, so a dynamic length is exercised.
+    lengths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("batch_sizes", "lengths"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise ConfigValueError(name, f"{list(getattr(self, name))} has a value below 1", "give positive sizes")
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    """``chain: [auto]``: try candidate chains at load and keep the fastest that passes parity."""
+
+    budget_s: float = 60.0  # no new candidate starts after this; one already running finishes
+    # Chains to try, each written "a+b". Empty: the built-ins that fit this model and machine.
+    candidates: tuple[str, ...] = ()
+    allow_lossy: bool = False  # int8 / bf16 / fp16 change numerics; opt in to let auto pick them
+    min_speedup: float = 1.05  # keep eager unless a chain is at least this much faster
+    repeats: int = 5  # timed runs per candidate (the fastest counts)
+
+    def __post_init__(self) -> None:
+        if self.budget_s <= 0:
+            raise ConfigValueError("budget_s", f"{self.budget_s} is not positive", "give seconds, e.g. 60")
+        if self.repeats < 1:
+            raise ConfigValueError("repeats", f"{self.repeats} is below 1", "give at least 1")
+        if self.min_speedup <= 0:
+            raise ConfigValueError("min_speedup", f"{self.min_speedup} is not positive", "give e.g. 1.05")
+
+
+@dataclass(frozen=True)
+class OptimizationConfig:
+    chain: tuple[str, ...] = ()
+    pt2: Any = None  # TorchServe's pt2: value (copied from the top level); implies compile
+    parity: ParityConfig = ParityConfig()
+    warmup: WarmupConfig = WarmupConfig()
+    auto: AutoConfig = AutoConfig()
+    # A batch that the optimized model fails on is rerun eagerly instead of failing its requests.
+    fallback_to_eager: bool = True
+    # Built-in plugin options.
+    compile: CompileOptions = CompileOptions()
+    torchscript: TorchScriptOptions = TorchScriptOptions()
+    quantize_dynamic: QuantizeOptions = QuantizeOptions()
+    bf16: AutocastOptions = AutocastOptions()
+    fp16: AutocastOptions = AutocastOptions()
+    onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+    ipex: IpexOptions = IpexOptions()
+    tensorrt: TensorRTOptions = TensorRTOptions()
+    # Third-party plugin options: {plugin name: {option: value}}.
+    plugins: dict = field(default_factory=dict)
+    _pt2_compile: Optional[CompileOptions] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chain = tuple(self.chain)
+        if chain == ("none",):
+            chain = ()  # lets TS_PERF_OPTIMIZATIONS=none switch a configured chain off
+        if self.pt2 not in (None, "", {}):
+            enabled, options = options_from_pt2(self.pt2)
+            object.__setattr__(self, "_pt2_compile", options)
+            if enabled and not chain:
+                chain = ("compile",)
+        object.__setattr__(self, "chain", chain)
+        if chain or self.auto.candidates or self.plugins:
+            self._check_names()
+
+    def _check_names(self) -> None:
+        from plugins.optimizations.registry import default_registry
+
+        registry = default_registry()
+        if "auto" in self.chain and self.chain != ("auto",):
+            raise ConfigValueError("chain", f"{list(self.chain)} mixes auto with other plugins",
+                                   "write chain: [auto] alone, and list chains to try under auto.candidates")
+        seen: set[str] = set()
+        for i, name in enumerate(self.chain):
+            if name == "auto":
+                continue
+            if name not in registry:
+                raise ConfigValueError(f"chain[{i}]", registry.unknown(name), "use a registered plugin name")
+            if name in seen:
+                raise ConfigValueError(f"chain[{i}]", f"{name!r} appears twice", "list each plugin once")
+            seen.add(name)
+        for i, candidate in enumerate(self.auto.candidates):
+            for name in split_candidate(candidate):
+                if name not in registry:
+                    raise ConfigValueError(f"auto.candidates[{i}]", registry.unknown(name),
+                                           "write each candidate as registered names joined by '+'")
+        for name, raw in self.plugins.items():
+            if name not in registry:
+                raise ConfigValueError(f"plugins.{name}", registry.unknown(name), "remove it or install the plugin")
+            plugin = registry.get(name)
+            if plugin.options_class is None and raw:
+                raise ConfigValueError(f"plugins.{name}", "this plugin takes no options", "remove the section")
+            if plugin.options_class is not None:
+                build(plugin.options_class, raw, f"{SECTION}.plugins.{name}")
+
+    def options_for(self, name: str) -> Any:
+        """The validated options of plugin ``name`` (its defaults when none were given)."""
+        from plugins.optimizations.registry import default_registry
+
+        if name == "compile" and self._pt2_compile is not None and self.compile == CompileOptions():
+            return self._pt2_compile  # an explicit compile: section wins over the stock pt2: key
+        if name in BUILTIN_OPTION_FIELDS:
+            return getattr(self, name)
+        plugin = default_registry().get(name)
+        if plugin.options_class is None:
+            return None
+        return build(plugin.options_class, self.plugins.get(name), f"{SECTION}.plugins.{name}")
+
+
+BUILTIN_OPTION_FIELDS: dict[str, type] = {
+    "compile": CompileOptions,
+    "torchscript": TorchScriptOptions,
+    "quantize_dynamic": QuantizeOptions,
+    "bf16": AutocastOptions,
+    "fp16": AutocastOptions,
+    "onnxruntime": OnnxRuntimeOptions,
+    "ipex": IpexOptions,
+    "tensorrt": TensorRTOptions,
+}
+
+
+def split_candidate(candidate: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in str(candidate).split("+") if part.strip())
+
+
+def missing_example_error() -> HandlerConfigError:
+    return HandlerConfigError(
+        f"{SECTION}.chain",
+        "optimizations are checked against eager outputs on a warm-up input, and this handler has no example "
+        "input (handler.tensor.input_shape is not set)",
+        "set handler.tensor.input_shape to the shape of one row, e.g. input_shape: [16] "
+        "(and dtype if not float32), or remove handler.optimizations",
+    )

@@ -1,0 +1,196 @@
+"""Command line of ``scripts/tune``: search TorchServe settings for the most throughput under a p99 target."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from scripts.build_model_store import ArchiveSpec, default_specs
+from scripts.tuning import report
+from scripts.tuning.evaluate import LoadSettings, TorchServeEvaluator, payload_digest
+from scripts.tuning.objective import Aggregate, Objective
+from scripts.tuning.space import Candidate, SearchSpace, heuristic_start, parse_optimization
+from scripts.tuning.state import StateMismatch, TuneState
+from scripts.tuning.strategy import Budget, Pruner, Session, run
+
+REPO = Path(__file__).resolve().parents[2]
+GRID_FRACTION = 0.30  # the tuner's default cap on distinct points, as a share of the grid
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def chain_list(text: str) -> tuple[tuple[str, ...], ...]:
+    try:
+        chains = tuple(dict.fromkeys(parse_optimization(v) for v in text.split(",")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return chains
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/tune", description=__doc__,
+                                epilog="Compare a grid run with a search run: scripts/tune compare GRID_DIR SEARCH_DIR")
+    p.add_argument("--model", default="resnet18", help="a model of scripts/build_model_store.default_specs()")
+    p.add_argument("--p99-ms", type=float, default=250.0, help="p99 latency target in ms (default 250)")
+    p.add_argument("--concurrency", type=int, default=4, help="closed-loop clients (default 4)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement (default 5)")
+    p.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each measurement (default 1.5)")
+    p.add_argument("--payload", type=Path, help="request body file (default: a JPEG for images, a sentence for text)")
+    p.add_argument("--workers", type=int_list, default=(1, 2, 4))
+    p.add_argument("--threads", type=int_list, default=(1, 2), help="intra-op threads per worker")
+    p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8))
+    p.add_argument("--delays", type=int_list, default=(5, 25), help="max batch delays in ms")
+    p.add_argument("--optimizations", type=chain_list, default=((), ("channels_last",)),
+                   help="comma-separated choices; 'none', a plugin name, or a chain joined by '+' "
+                        "(e.g. none,channels_last,compile,channels_last+compile)")
+    p.add_argument("--gpus", default="auto", help="number_of_gpu values: 'auto' (1..all GPUs on a GPU host, "
+                   "0 without), or a comma list")
+    p.add_argument("--strategy", choices=("search", "grid"), default="search")
+    p.add_argument("--budget-min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
+    p.add_argument("--max-points", type=int, help=f"cap on distinct points (search default: "
+                   f"{GRID_FRACTION:.0%} of the grid; grid: none)")
+    p.add_argument("--margin", type=float, default=0.05, help="expand points within this share of the best (0.05)")
+    p.add_argument("--patience", type=int, default=2, help="stop after this many expansions without a new best")
+    p.add_argument("--confirm-top", type=int, default=3, help="re-measure this many of the best points (default 3)")
+    p.add_argument("--confirm-repeats", type=int, default=1, help="extra measurements of each (default 1; 0: off)")
+    p.add_argument("--physical-cores", type=int, help="override the detected physical core count")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "tune", help="writes into OUT/<model>/")
+    p.add_argument("--state", type=Path, help="resume file (default OUT/<model>/state.json)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing state file")
+    p.add_argument("--top", type=int, default=10, help="rows in the report (default 10)")
+    p.add_argument("--quick", action="store_true", help="a tiny space and short loads, to check the tool end to end")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def detect_gpus(text: str) -> tuple[int, ...]:
+    if text != "auto":
+        return int_list(text)
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install must not stop a CPU tuning run
+        count = 0
+    return tuple(range(1, count + 1)) if count else (0,)
+
+
+def find_spec(name: str) -> ArchiveSpec:
+    specs = {s.name: s for s in default_specs()}
+    if name not in specs:
+        raise SystemExit(f"unknown model {name!r}; choose from {sorted(specs)}")
+    return specs[name]
+
+
+def default_payload(spec: ArchiveSpec) -> bytes:
+    if spec.handler.name == "image_handler.py":
+        from scripts.demo import sample_image
+
+        return sample_image()
+    return b"The delivery was late but the support team fixed it quickly."
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from scripts.tuning import compare
+
+        return compare.main(argv[1:])
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.quick:
+        args.workers, args.threads, args.batch_sizes, args.delays = (1, 2), (1,), (1, 2), (5,)
+        args.optimizations = args.optimizations[:1]
+        args.duration, args.warmup = min(args.duration, 2.0), min(args.warmup, 0.5)
+        args.budget_min = min(args.budget_min, 3.0)
+        args.confirm_top = min(args.confirm_top, 1)
+
+    from plugins.threads import physical_cores
+
+    cores = args.physical_cores or physical_cores()
+    space = SearchSpace(workers=args.workers, threads=args.threads, batch_sizes=args.batch_sizes,
+                        delays_ms=args.delays, optimizations=args.optimizations, gpus=detect_gpus(args.gpus))
+    objective = Objective(args.p99_ms)
+    grid_size = space.size()
+    max_points = args.max_points
+    if max_points is None and args.strategy == "search":
+        max_points = grid_size if args.quick else max(2, math.floor(GRID_FRACTION * grid_size))
+    spec = find_spec(args.model)
+    payload = args.payload.read_bytes() if args.payload else default_payload(spec)
+    load = LoadSettings(concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup)
+    out = args.out / spec.name
+    conditions = {"model": spec.name, "concurrency": args.concurrency, "duration_s": args.duration,
+                  "warmup_s": args.warmup, "payload": payload_digest(payload), "physical_cores": cores}
+    try:
+        state = TuneState.open(args.state or out / "state.json", conditions, fresh=args.fresh)
+    except StateMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    start = heuristic_start(space, physical_cores=cores, concurrency=args.concurrency, gpus=max(space.gpus))
+    print(f"tuning {spec.name}: {args.strategy} over {grid_size} grid points"
+          + (f" (at most {max_points})" if max_points else "")
+          + f", p99 <= {args.p99_ms:g} ms at {args.concurrency} clients, budget {args.budget_min:g} min")
+    if state.resumed:
+        print(f"resuming: {len(state.candidates())} points already measured in {state.path}")
+    print(f"start (performance guide, {cores} physical cores): {start.label()}", flush=True)
+
+    budget = Budget(seconds=args.budget_min * 60, max_points=max_points)
+    pruner = Pruner(concurrency=args.concurrency, physical_cores=cores) if args.strategy == "search" else Pruner()
+
+    def progress(c: Candidate, a: Aggregate, phase: str) -> None:
+        last = a.measurements[-1]
+        verdict = f"FAILED {last.error or f'{last.errors} errors'}" if last.failed else \
+            ("ok" if last.p99_ms <= args.p99_ms else "misses p99")
+        print(f"[{len(state.candidates()):>3} pts {budget.elapsed():6.0f}s] {phase:<7} {c.label():<62} "
+              f"{last.throughput_rps:7.1f} req/s  p99 {last.p99_ms:7.1f} ms  {verdict}", flush=True)
+
+    began = time.monotonic()
+    # A terminated tuner must still stop its TorchServe: SIGTERM unwinds like Ctrl-C (state is saved per point).
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = Path(tempfile.mkdtemp(prefix=f"tune-{spec.name}-"))
+    try:
+        with TorchServeEvaluator(spec, workdir, payload, load, progress=lambda m: print(m, flush=True)) as evaluator:
+            session = Session(space, objective, evaluator, state, budget, pruner, on_result=progress)
+            outcome = run(session, args.strategy, start, margin=args.margin, patience=args.patience,
+                          top_k=args.confirm_top, repeats=args.confirm_repeats)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {len(state.candidates())} points; TorchServe stopped. The same command "
+              f"resumes from {state.path}", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    info = report.RunInfo(model=spec.name, strategy=args.strategy, space=space, objective=objective,
+                          concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup, start=start,
+                          best=outcome.best, confirmed=outcome.confirmed, stopped_by_budget=outcome.stopped_by_budget,
+                          elapsed_s=time.monotonic() - began, measured_this_run=session.measured,
+                          base_model_config=spec.model_config, physical_cores=cores)
+    summary = report.write(out, state, info, top=args.top)
+    print()
+    print(report.markdown(summary, min(args.top, 5)))
+    print(f"wrote {out}/ (best.json, report.md, report.json, tune.png, config.properties, model-config.yaml, "
+          f"state.json)")
+    met = outcome.best is not None and objective.feasible(state.aggregate(outcome.best))
+    if not met:
+        print(f"no configuration met p99 <= {args.p99_ms:g} ms; best.json holds the lowest-p99 one "
+              "(meets_target: false)", file=sys.stderr)
+    return 0 if met else 1
