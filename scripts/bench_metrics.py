@@ -32,12 +32,13 @@ from plugins.metrics import METRICS_YAML, MetricsConfig, WorkerMetrics  # noqa: 
 from plugins.worker import WorkerIdentity  # noqa: E402
 from scripts import serving  # noqa: E402
 from scripts.build_model_store import build_archive, default_specs  # noqa: E402
-from scripts.demo import sample_image, sender  # noqa: E402
+from scripts.demo import SAMPLE_TEXT  # noqa: E402
+from scripts.loadgen import sample_image  # noqa: E402
 from scripts.loadgen import LoadResult, closed_loop, percentile  # noqa: E402
 
 GOAL_PCT = 1.0
 ARMS = ("off", "on")
-BODIES = {"resnet18": sample_image, "text_classifier": lambda: b"The delivery was late but the support team fixed it."}
+BODIES = {"resnet18": sample_image, "text_classifier": lambda: SAMPLE_TEXT}
 
 
 def build_store(store: Path, model: str) -> dict[str, str]:
@@ -107,7 +108,7 @@ def check_arms(server: serving.TorchServe, names: dict[str, str]) -> dict[str, i
 
 
 def report(summary: dict, args: argparse.Namespace) -> str:
-    on, off = summary["arms"]["on"], summary["arms"]["off"]
+    off = summary["arms"]["off"]
     direct = summary["direct_cost_us_per_batch"]
     lines = [f"{args.model} through TorchServe, 1 worker per arm, {args.concurrency} client(s), "
              f"{args.rounds} x {args.seconds:g} s per arm, alternating", "",
@@ -150,7 +151,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                ready_models=list(names.values()))
         try:
             body = BODIES[args.model]()
-            sends = {arm: sender(server, names[arm], body) for arm in ARMS}
+            sends = {arm: server.sender(names[arm], body) for arm in ARMS}
             for arm in ARMS:
                 for _ in range(args.warmup):
                     sends[arm]()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts import serving  # noqa: E402
 from scripts.build_model_store import build_archive, build_stock_archive, default_specs  # noqa: E402
-from scripts.demo import sample_image, sender  # noqa: E402
+from scripts.loadgen import sample_image  # noqa: E402
 from scripts.loadgen import LoadResult, closed_loop, percentile  # noqa: E402
 
 SERVING = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 10, "responseTimeout": 120}
@@ -54,7 +54,7 @@ def build_store(store: Path, trace_dir: Path) -> None:
 
 
 def measure(server: serving.TorchServe, model: str, body: bytes, args: argparse.Namespace) -> LoadResult:
-    return closed_loop(sender(server, model, body), args.concurrency, duration=args.seconds, warmup=args.warmup)
+    return closed_loop(server.sender(model, body), args.concurrency, duration=args.seconds, warmup=args.warmup)
 
 
 def merge(results: list[LoadResult]) -> dict:

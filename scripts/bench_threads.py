@@ -18,17 +18,14 @@ say where a request's time goes. Results go to results/bench_threads/summary.jso
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import requests
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +35,7 @@ from models.resnet18 import ResNet18  # noqa: E402
 from plugins.threads import allowed_cores, physical_cores  # noqa: E402
 from scripts import serving  # noqa: E402
 from scripts.build_model_store import build_archive, build_stock_archive, default_specs, write_server_config  # noqa: E402
-from scripts.demo import sample_image  # noqa: E402
+from scripts.loadgen import sample_image  # noqa: E402
 from scripts.loadgen import closed_loop  # noqa: E402
 
 WORKERS = 2
@@ -50,19 +47,6 @@ def model_config(delay_ms: int, with_handler: bool) -> dict:
     if with_handler:
         config["handler"] = {"image": {"topk": 5}}
     return config
-
-
-def sender(server: serving.TorchServe, model: str, body: bytes) -> Callable[[], int]:
-    local = threading.local()
-    url = f"{server.inference_url}/predictions/{model}"
-    headers = server._headers("inference")
-
-    def send() -> int:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        return local.session.post(url, data=body, headers=headers, timeout=120).status_code
-
-    return send
 
 
 def breakdown(threads: int, rounds: int) -> dict:
@@ -127,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         body = sample_image()
         for clients in args.clients:
             for name, model in models.items():
-                result = closed_loop(sender(server, model, body), clients, duration=seconds, warmup=warmup)
+                result = closed_loop(server.sender(model, body), clients, duration=seconds, warmup=warmup)
                 results[name][clients] = result.summary()
                 s = results[name][clients]
                 print(f"  {name:<6} {clients} clients: {s['throughput_rps']:.1f} req/s  p50 {s['p50_ms']} ms  "

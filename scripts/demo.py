@@ -9,44 +9,18 @@ clients, prints throughput and p50/p90/p99, then stops the server.
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import sys
-import threading
 from pathlib import Path
-from typing import Callable, Optional
-
-import requests
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts import serving  # noqa: E402
-from scripts.loadgen import closed_loop  # noqa: E402
+from scripts.loadgen import closed_loop, sample_image  # noqa: E402
 
-
-def sample_image() -> bytes:
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (320, 240), (30, 90, 160))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((80, 40, 240, 200), fill=(240, 200, 40))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def sender(server: serving.TorchServe, model: str, body: bytes) -> Callable[[], int]:
-    local = threading.local()
-    url = f"{server.inference_url}/predictions/{model}"
-    headers = server._headers("inference")
-
-    def send() -> int:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        return local.session.post(url, data=body, headers=headers, timeout=60).status_code
-
-    return send
+SAMPLE_TEXT = b"The delivery was late but the support team fixed it."
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -67,8 +41,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     server = serving.start(args.store, args.out / "server", env=env, ready_models=["resnet18", "text_classifier"])
     try:
         loads = {
-            "resnet18": sender(server, "resnet18", sample_image()),
-            "text_classifier": sender(server, "text_classifier", b"The delivery was late but the support team fixed it."),
+            "resnet18": server.sender("resnet18", sample_image()),
+            "text_classifier": server.sender("text_classifier", SAMPLE_TEXT),
         }
         print(f"\n{args.concurrency} concurrent clients, {args.seconds:.0f} s per model\n")
         print(f"{'model':<16} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")

@@ -17,10 +17,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import psutil
 import requests
+
+if TYPE_CHECKING:
+    from scripts.loadgen import HttpSender
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSERVE = str(Path(sys.executable).with_name("torchserve"))
@@ -79,6 +82,14 @@ class TorchServe:
                 timeout: float = 60) -> requests.Response:
         return self.session.post(f"{self.inference_url}/predictions/{model}", data=body, json=json_body,
                                  headers=self._headers("inference", headers), timeout=timeout)
+
+    def sender(self, model: str, body: bytes, content_type: str = "application/octet-stream",
+               timeout: float = 120.0) -> "HttpSender":
+        """A ``send()`` for load generators: POSTs ``body`` to the model over keep-alive connections."""
+        from scripts.loadgen import HttpSender, Payload
+
+        return HttpSender(f"{self.inference_url}/predictions/{model}", [Payload(body, content_type, model)],
+                          token=self.token.get("inference", {}).get("key"), timeout=timeout)
 
     def manage(self, method: str, path: str, timeout: float = 300, **params: Any) -> requests.Response:
         return self.session.request(method, f"{self.management_url}/{path.lstrip('/')}", params=params or None,

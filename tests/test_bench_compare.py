@@ -41,7 +41,7 @@ def test_tuned_model_config_overrides_the_demo_archive_settings() -> None:
     assert config["handler"]["threads"]["intra_op"] == 2
     assert config["handler"]["optimizations"] == ["channels_last"]
     assert config["handler"]["image"] == base["handler"]["image"]  # the rest of the archive's config is kept
-    assert base.get("batchSize") == 4  # the spec itself is untouched
+    assert base.get("batchSize") == 2  # the spec itself is untouched
     assert "workers 1, batch 8, delay 20 ms, intra-op threads 2, optimizations channels_last" == \
         compare.describe_model_config(config)
 

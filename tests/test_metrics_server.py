@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 

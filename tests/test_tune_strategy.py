@@ -92,9 +92,9 @@ def test_steps_and_neighbours_stay_in_the_space():
 
 
 def test_heuristic_start_follows_the_guide():
-    assert heuristic_start(SPACE, physical_cores=2, concurrency=4) == Candidate(1, 2, 4, 5, ())
+    assert heuristic_start(SPACE, physical_cores=2, concurrency=4) == Candidate(2, 1, 2, 5, ())
     wide = SearchSpace(workers=(1, 2, 4, 8), threads=(1, 2, 4))
-    assert heuristic_start(wide, physical_cores=8, concurrency=8) == Candidate(4, 2, 2, 5, ())
+    assert heuristic_start(wide, physical_cores=8, concurrency=8) == Candidate(8, 1, 1, 5, ())
 
 
 def test_optimization_choices_parse():
@@ -243,3 +243,12 @@ def test_compare_judges_the_search_against_the_grid(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "search / grid throughput: 1.000" in printed and "PASS" in printed
     assert json.loads((tmp_path / "search" / "compare.json").read_text())["fraction_of_grid"] <= 0.30
+
+
+def test_command_line_help_renders(capsys):
+    from scripts.tuning.cli import parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "--max-points" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("search", "grid"), default="search")
     p.add_argument("--budget-min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
     p.add_argument("--max-points", type=int, help=f"cap on distinct points (search default: "
-                   f"{GRID_FRACTION:.0%} of the grid; grid: none)")
+                   f"{GRID_FRACTION * 100:.0f}%% of the grid; grid: none)")
     p.add_argument("--margin", type=float, default=0.05, help="expand points within this share of the best (0.05)")
     p.add_argument("--patience", type=int, default=2, help="stop after this many expansions without a new best")
     p.add_argument("--confirm-top", type=int, default=3, help="re-measure this many of the best points (default 3)")
@@ -100,7 +100,7 @@ def find_spec(name: str) -> ArchiveSpec:
 
 def default_payload(spec: ArchiveSpec) -> bytes:
     if spec.handler.name == "image_handler.py":
-        from scripts.demo import sample_image
+        from scripts.loadgen import sample_image
 
         return sample_image()
     return b"The delivery was late but the support team fixed it quickly."

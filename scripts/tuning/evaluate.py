@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import http.client
 import logging
 import os
 import re
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
 
 import requests
 
@@ -137,7 +134,7 @@ class TorchServeEvaluator:
                 return Measurement.failure(f"{workers} of {c.workers} workers ready after registration; "
                                            f"model_log: {tail}", time.monotonic() - began)
             notes = tuple(self._skipped_optimizations(server, c, log_offset)) + (f"registered in {load_s:.1f}s",)
-            send = self._sender(server)
+            send = server.sender(self.spec.name, self.payload, timeout=RESPONSE_TIMEOUT_S)
             if self.load.warmup_s > 0:
                 closed_loop(send, self.load.concurrency, duration=self.load.warmup_s)
             result = closed_loop(send, self.load.concurrency, duration=self.load.duration_s)
@@ -214,34 +211,6 @@ class TorchServeEvaluator:
             if hits:
                 found.append(f"skipped {name}: {hits[-1].strip()[-200:]}")
         return found
-
-    def _sender(self, server: serving.TorchServe) -> Callable[[], int]:
-        """One keep-alive http.client connection per client thread: far less client CPU per request
-        than ``requests``, which matters when the client shares a small machine with the server."""
-        local = threading.local()
-        parts = urlsplit(server.inference_url)
-        path = f"/predictions/{self.spec.name}"
-        headers = {**server._headers("inference"), "Content-Type": "application/octet-stream"}
-        body = self.payload
-
-        def send() -> int:
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                conn = local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=RESPONSE_TIMEOUT_S)
-            try:
-                conn.request("POST", path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-            except Exception:
-                conn.close()
-                local.conn = None
-                raise
-            if response.will_close:
-                conn.close()
-                local.conn = None
-            return response.status
-
-        return send
 
 
 def _link_or_copy(src: str, dst: str) -> str:

@@ -180,13 +180,14 @@ class SearchSpace:
 def heuristic_start(space: SearchSpace, *, physical_cores: int, concurrency: int, gpus: int = 0) -> Candidate:
     """The performance guide's starting point, snapped into the space.
 
-    Workers: half the physical cores (at least one); threads: the physical cores split between
-    the workers (so about two each, never oversubscribed); batch: the requests each worker can
-    expect at this concurrency; delay: about 10 ms; the first optimization choice; on a GPU host,
-    every GPU.
+    The guide: ``torch.set_num_threads(1)`` in every worker, then as many workers as the CPU
+    takes (start at half the physical cores and increase). So: one thread per worker and a worker
+    per physical core; batch: the requests each worker can expect at this concurrency (a larger
+    batch lets the first free worker take every waiting request and idles the others); delay:
+    about 10 ms; the first optimization choice; on a GPU host, every GPU.
     """
-    workers = space.snap("workers", max(1, physical_cores // 2))
-    threads = space.snap("threads", max(1, physical_cores // workers))
+    workers = space.snap("workers", max(1, physical_cores))
+    threads = space.snap("threads", 1)
     batch = space.snap("batch_size", max(1, concurrency // workers))
     delay = space.snap("max_batch_delay_ms", 10)
     gpu = space.snap("gpus", gpus)
