@@ -32,8 +32,7 @@ from plugins.metrics import METRICS_YAML, MetricsConfig, WorkerMetrics  # noqa: 
 from plugins.worker import WorkerIdentity  # noqa: E402
 from scripts import serving  # noqa: E402
 from scripts.build_model_store import build_archive, default_specs  # noqa: E402
-from scripts.demo import SAMPLE_TEXT  # noqa: E402
-from scripts.loadgen import sample_image  # noqa: E402
+from scripts.loadgen import SAMPLE_TEXT, sample_image  # noqa: E402
 from scripts.loadgen import LoadResult, closed_loop, percentile  # noqa: E402
 
 GOAL_PCT = 1.0

@@ -18,9 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts import serving  # noqa: E402
-from scripts.loadgen import closed_loop, sample_image  # noqa: E402
-
-SAMPLE_TEXT = b"The delivery was late but the support team fixed it."
+from scripts.loadgen import SAMPLE_TEXT, closed_loop, sample_image  # noqa: E402
 
 
 def main(argv: Optional[list[str]] = None) -> int:

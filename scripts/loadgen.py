@@ -305,6 +305,10 @@ def load_payload(path: Path, content_type: Optional[str] = None) -> Payload:
     return Payload(path.read_bytes(), content_type, path.name)
 
 
+# The text payload of the demo, the tuner and the benchmarks.
+SAMPLE_TEXT = b"The delivery was late but the support team fixed it."
+
+
 def sample_image(width: int = 640, height: int = 480, seed: int = 0, quality: int = 90) -> bytes:
     """A photo-like JPEG (gradients, shapes and noise), so decoding costs what a real photo costs."""
     import io

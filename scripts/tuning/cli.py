@@ -99,11 +99,9 @@ def find_spec(name: str) -> ArchiveSpec:
 
 
 def default_payload(spec: ArchiveSpec) -> bytes:
-    if spec.handler.name == "image_handler.py":
-        from scripts.loadgen import sample_image
+    from scripts.loadgen import SAMPLE_TEXT, sample_image
 
-        return sample_image()
-    return b"The delivery was late but the support team fixed it quickly."
+    return sample_image() if spec.handler.name == "image_handler.py" else SAMPLE_TEXT
 
 
 def _terminate(signum: int, frame: object) -> None:
