@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+TSP := $(VENV)/bin/torchserve-perf
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench
@@ -10,17 +11,19 @@ $(STAMP): requirements.txt setup.py
 	@scripts/ensure_java.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	# The development install is editable: torchserve_perf.* maps onto handlers/, plugins/, ... (setup.py).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-model_store/config.properties: $(STAMP) $(shell find handlers plugins models -name '*.py' -o -name '*.yaml' 2>/dev/null) scripts/build_model_store.py
-	$(PY) scripts/build_model_store.py
+model_store/config.properties: $(STAMP) $(shell find handlers plugins models torchserve_perf -name '*.py' -o -name '*.yaml' 2>/dev/null)
+	$(TSP) model-store
 
 model-store: model_store/config.properties
 
 demo: model-store
-	$(PY) scripts/demo.py
+	$(TSP) demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -28,27 +31,27 @@ test: $(STAMP)
 clean:
 	rm -rf model_store/*.mar model_store/config.properties model_store/metrics.yaml results
 
-# scripts/tune (docs/tuning.md). TUNE_ARGS passes options to both runs, e.g. TUNE_ARGS="--p99-ms 200".
+# torchserve-perf tune (docs/tuning.md). TUNE_ARGS passes options to both runs, e.g. TUNE_ARGS="--p99-ms 200".
 TUNE_ARGS ?=
 tune: $(STAMP)
-	$(PY) scripts/tune $(TUNE_ARGS)
+	$(TSP) tune $(TUNE_ARGS)
 
 # The quality bar: the exhaustive grid, then the tuner from scratch, then both winners head to head.
 tune-grid: $(STAMP)
-	$(PY) scripts/tune --strategy grid --budget-min 60 --confirm-top 3 --out results/tune-grid --fresh $(TUNE_ARGS)
-	$(PY) scripts/tune --out results/tune --fresh $(TUNE_ARGS)
-	$(PY) scripts/tune compare results/tune-grid/resnet18 results/tune/resnet18 --head-to-head 3
+	$(TSP) tune --strategy grid --budget-min 60 --confirm-top 3 --out results/tune-grid --fresh $(TUNE_ARGS)
+	$(TSP) tune --out results/tune --fresh $(TUNE_ARGS)
+	$(TSP) tune compare results/tune-grid/resnet18 results/tune/resnet18 --head-to-head 3
 
-# scripts/bench (docs/benchmarking.md): a TorchServe started from model_store/, closed loop at 1/4/8
+# torchserve-perf bench (docs/benchmarking.md): a TorchServe started from model_store/, closed loop at 1/4/8
 # clients. BENCH_ARGS adds or overrides options, e.g. BENCH_ARGS="--rate 20 40 --duration 60".
 BENCH_ARGS ?=
 bench: model-store
-	$(PY) scripts/bench --model-store model_store --model resnet18 $(BENCH_ARGS)
+	$(TSP) bench --model-store model_store --model resnet18 $(BENCH_ARGS)
 
 # The side-by-side report (docs/benchmarking.md): results/compare/report.md. COMPARE_ARGS="--quick" to check it works.
 COMPARE_ARGS ?=
 compare: $(STAMP)
-	$(PY) scripts/compare.py $(COMPARE_ARGS)
+	$(TSP) compare $(COMPARE_ARGS)
 
 # Metrics on vs off in one run (docs/metrics.md). BENCH_METRICS_ARGS="--quick" checks it works.
 BENCH_METRICS_ARGS ?=
@@ -76,4 +79,4 @@ bench-profiler: $(STAMP)
 # Markdown + PNG of where the time goes in the traces `make demo` wrote (TRACES=dir for others).
 TRACES ?= results/demo/traces
 traces-summary: $(STAMP)
-	$(PY) scripts/summarize_traces.py $(TRACES)
+	$(TSP) traces $(TRACES)

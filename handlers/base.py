@@ -17,14 +17,14 @@ from typing import Any, ClassVar, Iterator, Optional
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handlers.errors import RequestError
-from handlers.loading import eval_mode, load_archived_model
-from handlers.settings import HandlerSettings, load_settings
-from plugins import threads
-from plugins.metrics import WorkerMetrics
-from plugins.optimizations import OptimizationResult, Runtime, optimize
-from plugins.profiler import BatchProfiler
-from plugins.worker import WorkerIdentity
+from torchserve_perf.handlers.errors import RequestError
+from torchserve_perf.handlers.loading import eval_mode, load_archived_model
+from torchserve_perf.handlers.settings import HandlerSettings, load_settings
+from torchserve_perf.plugins import threads
+from torchserve_perf.plugins.metrics import WorkerMetrics
+from torchserve_perf.plugins.optimizations import OptimizationResult, Runtime, optimize
+from torchserve_perf.plugins.profiler import BatchProfiler
+from torchserve_perf.plugins.worker import WorkerIdentity
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from handlers.base import PerfHandler
-from handlers.options import ImageOptions
-from handlers.errors import RequestError
-from handlers.labels import load_labels, top_k
-from handlers.payloads import as_bytes, as_json, b64decode, is_npy, load_npy, looks_like_json
+from torchserve_perf.handlers.base import PerfHandler
+from torchserve_perf.handlers.options import ImageOptions
+from torchserve_perf.handlers.errors import RequestError
+from torchserve_perf.handlers.labels import load_labels, top_k
+from torchserve_perf.handlers.payloads import as_bytes, as_json, b64decode, is_npy, load_npy, looks_like_json
 
 
 class ImageClassifierHandler(PerfHandler):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import inspect
 import os
 import sys
 import zipfile
+from types import ModuleType
 from typing import Any, Mapping
 
 import torch
@@ -40,9 +41,7 @@ def eval_mode(model: Any) -> Any:
 
 
 def load_eager(model_dir: str, model_file: str, weights: str | None, device: torch.device) -> torch.nn.Module:
-    if model_dir not in sys.path:
-        sys.path.insert(0, model_dir)
-    module = importlib.import_module(os.path.splitext(os.path.basename(model_file))[0])
+    module = _import_file(os.path.join(model_dir, model_file))
     classes = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
                if obj.__module__ == module.__name__ and issubclass(obj, torch.nn.Module)]
     if len(classes) != 1:
@@ -54,6 +53,21 @@ def load_eager(model_dir: str, model_file: str, weights: str | None, device: tor
         state = torch.load(weights, map_location=device, weights_only=True)
         model.load_state_dict(state)
     return model.to(device)
+
+
+def _import_file(path: str) -> ModuleType:
+    """Import the archived model file by its path; sys.path is left alone (TorchServe already puts
+    the model directory there, so a model file's own sibling imports still resolve)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name in sys.modules and os.path.abspath(getattr(sys.modules[name], "__file__", "") or "") == os.path.abspath(path):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot import the model file {os.path.basename(path)}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # registered first: dataclasses and pickling look the module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def _is_torchscript(path: str) -> bool:

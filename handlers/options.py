@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import ConfigValueError
 
 @dataclass(frozen=True)
 class ImageOptions:

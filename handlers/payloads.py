@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers.errors import RequestError
+from torchserve_perf.handlers.errors import RequestError
 
 NPY_MAGIC = b"\x93NUMPY"
 

@@ -6,11 +6,11 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from plugins.config import HandlerConfigError, apply_env_overrides, build
-from plugins.metrics import MetricsConfig
-from plugins.optimizations import OptimizationConfig
-from plugins.profiler import ProfilerConfig
-from plugins.threads import ThreadConfig
+from torchserve_perf.plugins.config import HandlerConfigError, apply_env_overrides, build
+from torchserve_perf.plugins.metrics import MetricsConfig
+from torchserve_perf.plugins.optimizations import OptimizationConfig
+from torchserve_perf.plugins.profiler import ProfilerConfig
+from torchserve_perf.plugins.threads import ThreadConfig
 
 COMPONENTS: Mapping[str, type] = {
     "threads": ThreadConfig,

@@ -10,10 +10,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from handlers.base import PerfHandler
-from handlers.options import TensorOptions
-from handlers.errors import RequestError
-from handlers.payloads import as_json, is_npy, load_npy
+from torchserve_perf.handlers.base import PerfHandler
+from torchserve_perf.handlers.options import TensorOptions
+from torchserve_perf.handlers.errors import RequestError
+from torchserve_perf.handlers.payloads import as_json, is_npy, load_npy
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
 

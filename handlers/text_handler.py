@@ -6,12 +6,12 @@ from typing import Any, Optional
 
 import torch
 
-from handlers.base import PerfHandler
-from handlers.options import TextOptions
-from handlers.errors import RequestError
-from handlers.labels import load_labels, top_k
-from handlers.payloads import as_bytes, as_json, looks_like_json
-from handlers.tokenizer import PAD_ID, tokenize
+from torchserve_perf.handlers.base import PerfHandler
+from torchserve_perf.handlers.options import TextOptions
+from torchserve_perf.handlers.errors import RequestError
+from torchserve_perf.handlers.labels import load_labels, top_k
+from torchserve_perf.handlers.payloads import as_bytes, as_json, looks_like_json
+from torchserve_perf.handlers.tokenizer import PAD_ID, tokenize
 
 
 class TextClassifierHandler(PerfHandler):

@@ -16,7 +16,7 @@ from typing import Literal, Optional, Sequence, Union
 
 import torch
 
-from plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import ConfigValueError
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from plugins.metrics import METRICS_YAML, MetricsConfig, WorkerMetrics  # noqa: E402
-from plugins.worker import WorkerIdentity  # noqa: E402
-from scripts import serving  # noqa: E402
-from scripts.build_model_store import build_archive, default_specs  # noqa: E402
-from scripts.loadgen import SAMPLE_TEXT, sample_image  # noqa: E402
-from scripts.loadgen import LoadResult, closed_loop, percentile  # noqa: E402
+from torchserve_perf.plugins.metrics import METRICS_YAML, MetricsConfig, WorkerMetrics
+from torchserve_perf.plugins.worker import WorkerIdentity
+from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.model_store import build_archive, default_specs
+from torchserve_perf.tools.loadgen import SAMPLE_TEXT, sample_image
+from torchserve_perf.tools.loadgen import LoadResult, closed_loop, percentile
 
 GOAL_PCT = 1.0
 ARMS = ("off", "on")
@@ -135,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_metrics")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("bench_metrics"))
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.warmup = 2, 3.0, 5

@@ -33,16 +33,14 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from handlers.options import TextOptions  # noqa: E402
-from handlers.tokenizer import PAD_ID, tokenize  # noqa: E402
-from plugins import threads  # noqa: E402
-from plugins.config import build  # noqa: E402
-from plugins.optimizations import OptimizationConfig, Runtime, optimize  # noqa: E402
-from scripts import loadgen, serving  # noqa: E402
-from scripts.build_model_store import ArchiveSpec, build_archive, default_specs, seeded_state_dict  # noqa: E402
+from torchserve_perf.handlers.options import TextOptions
+from torchserve_perf.handlers.tokenizer import PAD_ID, tokenize
+from torchserve_perf.plugins import threads
+from torchserve_perf.plugins.config import build
+from torchserve_perf.plugins.optimizations import OptimizationConfig, Runtime, optimize
+from torchserve_perf.tools import paths, loadgen, serving
+from torchserve_perf.tools.model_store import ArchiveSpec, build_archive, default_specs, seeded_state_dict
 
 FULL_CHAINS = ["eager", "channels_last", "torchscript", "channels_last+torchscript", "quantize_dynamic",
                "onnxruntime", "bf16", "fp16", "ipex", "tensorrt", "compile", "channels_last+compile"]
@@ -251,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--served-seconds", type=float, default=20.0, help="served measurement per chain")
     parser.add_argument("--concurrency", type=int, help="served clients (default: 2 x batch, to fill batches)")
     parser.add_argument("--no-served", action="store_true", help="in process only")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_optimizations.json")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("bench_optimizations.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.chains = args.chains or QUICK_CHAINS

@@ -25,13 +25,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from scripts import serving  # noqa: E402
-from scripts.build_model_store import build_archive, build_stock_archive, default_specs  # noqa: E402
-from scripts.loadgen import sample_image  # noqa: E402
-from scripts.loadgen import LoadResult, closed_loop, percentile  # noqa: E402
+from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.model_store import build_archive, build_stock_archive, default_specs
+from torchserve_perf.tools.loadgen import sample_image
+from torchserve_perf.tools.loadgen import LoadResult, closed_loop, percentile
 
 SERVING = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 10, "responseTimeout": 120}
 STOCK_NAME = "resnet18_stock_profiled"
@@ -87,7 +85,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (noise spreads over all cases)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=8, help="requests per case before measuring")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_profiler")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("bench_profiler"))
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.concurrency, args.warmup = 3.0, 1, 2, 4

@@ -5,7 +5,7 @@ In one run, on one real TorchServe (token auth, loopback):
   * ``resnet18``: our image handler with the default thread policy (2 workers -> physical cores / 2
     intra-op threads each, inter-op 1), batchSize 4, maxBatchDelay --delay-ms;
   * ``resnet18_stock``: the same model and model-config behind TorchServe's own BaseHandler
-    (scripts/stock/), which sets no thread counts (each worker uses every core);
+    (scripts/fixtures/), which sets no thread counts (each worker uses every core);
 each driven by a closed loop of JPEG requests at every --clients level, one model at a time.
 It prints req/s, p50/p99 and ours/stock ratios, and an in-process breakdown measured in the same
 run (image preprocess per request, forward per image at batch 1/2/4 with the policy's threads) to
@@ -28,15 +28,13 @@ from typing import Optional
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from models.resnet18 import ResNet18  # noqa: E402
-from plugins.threads import allowed_cores, physical_cores  # noqa: E402
-from scripts import serving  # noqa: E402
-from scripts.build_model_store import build_archive, build_stock_archive, default_specs, write_server_config  # noqa: E402
-from scripts.loadgen import sample_image  # noqa: E402
-from scripts.loadgen import closed_loop  # noqa: E402
+from torchserve_perf.models.resnet18 import ResNet18
+from torchserve_perf.plugins.threads import allowed_cores, physical_cores
+from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.model_store import build_archive, build_stock_archive, default_specs, write_server_config
+from torchserve_perf.tools.loadgen import sample_image
+from torchserve_perf.tools.loadgen import closed_loop
 
 WORKERS = 2
 
@@ -51,8 +49,8 @@ def model_config(delay_ms: int, with_handler: bool) -> dict:
 
 def breakdown(threads: int, rounds: int) -> dict:
     """Where a request's time goes, in process: preprocess per image and forward per image by batch size."""
-    from handlers.image_handler import ImageClassifierHandler
-    from handlers.options import ImageOptions
+    from torchserve_perf.handlers.image_handler import ImageClassifierHandler
+    from torchserve_perf.handlers.options import ImageOptions
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -88,7 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per model and level")
     parser.add_argument("--delay-ms", type=int, default=10, help="maxBatchDelay for both archives")
     parser.add_argument("--quick", action="store_true", help="short runs, to check the script works")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_threads")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("bench_threads"))
     args = parser.parse_args(argv)
     seconds = 6.0 if args.quick else args.seconds
     warmup = 4 if args.quick else 16

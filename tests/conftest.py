@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
 import torch
 
+from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.model_store import build_archive, default_specs, write_server_config
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from scripts import serving  # noqa: E402
-from scripts.build_model_store import build_archive, default_specs, write_server_config  # noqa: E402
-
-TS_METRICS_YAML = REPO / "plugins" / "metrics" / "metrics.yaml"
+TS_METRICS_YAML = paths.metrics_yaml()
 
 
 # ---- in-process ---------------------------------------------------------------------------------

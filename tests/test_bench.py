@@ -1,40 +1,33 @@
-"""scripts/bench against a real TorchServe (the shared ``served`` fixture), and its report pieces."""
+"""torchserve-perf bench against a real TorchServe (the shared ``served`` fixture), and its report pieces."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from scripts import serving
-from scripts.loadgen import LoadResult, Payload
+from torchserve_perf.tools import serving
+from torchserve_perf.tools.loadgen import LoadResult, Payload
 from tests.conftest import png_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "scripts" / "bench"
+# The console script pip installed beside this interpreter (an editable install in a checkout).
+COMMAND = str(Path(sys.executable).with_name("torchserve-perf"))
 
 
 def load_bench() -> ModuleType:
-    """scripts/bench as a module (it has no .py suffix); registered first, as dataclasses need."""
-    if "bench_script" in sys.modules:
-        return sys.modules["bench_script"]
-    loader = SourceFileLoader("bench_script", str(BENCH))
-    spec = importlib.util.spec_from_loader("bench_script", loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_script"] = module
-    loader.exec_module(module)
-    return module
+    from torchserve_perf.tools import bench
+
+    return bench
 
 
 def run_bench(*args: Any, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([COMMAND, "bench", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 
@@ -113,14 +106,14 @@ def test_bench_starts_its_own_server_from_a_model_store(model_store: Path, text_
     assert done.returncode == 0, done.stderr + done.stdout
     report = check_outputs(out, runs=1)
     assert report["target"]["kind"] == "torchserve started by bench" and report["runs"][0]["errors"] == {}
-    # the server it started is gone: no process carries its server id (scripts/serving tags them)
+    # the server it started is gone: no process carries its server id (torchserve_perf.tools.serving tags them)
     server_dir = Path(report["target"]["server_dir"])
     assert (server_dir / "logs").is_dir()
     assert not _processes_of(server_dir)
 
 
 def _processes_of(server_dir: Path) -> list:
-    """Processes that scripts/serving started for the server in ``server_dir`` (it sets their TMPDIR)."""
+    """Processes that torchserve_perf.tools.serving started for the server in ``server_dir`` (it sets their TMPDIR)."""
     import psutil
 
     found = []

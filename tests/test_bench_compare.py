@@ -1,4 +1,4 @@
-"""scripts/compare.py's pieces that need no server: tuned settings, ratios, goals, the report."""
+"""torchserve-perf compare's pieces that need no server: tuned settings, ratios, goals, the report."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import compare
-from scripts.compare import SystemResult
-from scripts.loadgen import LoadResult
+from torchserve_perf.tools import compare
+from torchserve_perf.tools.compare import SystemResult
+from torchserve_perf.tools.loadgen import LoadResult
 
 
 def test_tuned_settings_read_the_tuners_best_json(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_tuned_settings_fall_back_and_say_so(tmp_path: Path, content: str) -> No
 
 
 def test_tuned_model_config_overrides_the_demo_archive_settings() -> None:
-    from scripts.build_model_store import default_specs
+    from torchserve_perf.tools.model_store import default_specs
 
     base = default_specs()[0].model_config
     config = compare.tuned_model_config(base, {"workers": 1, "intra_op_threads": 2, "batch_size": 8,

@@ -1,8 +1,8 @@
 import pytest
 
-from handlers.options import ImageOptions
-from handlers.settings import load_settings
-from plugins.config import HandlerConfigError, apply_env_overrides
+from torchserve_perf.handlers.options import ImageOptions
+from torchserve_perf.handlers.settings import load_settings
+from torchserve_perf.plugins.config import HandlerConfigError, apply_env_overrides
 
 
 def test_defaults_when_there_is_no_handler_section():

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from handlers.image_handler import ImageClassifierHandler
-from handlers.loading import eval_mode, load_archived_model
-from handlers.tensor_handler import TensorHandler
-from handlers.text_handler import TextClassifierHandler
-from handlers.tokenizer import tokenize
-from models.text_classifier import TextClassifier
+from torchserve_perf.handlers.image_handler import ImageClassifierHandler
+from torchserve_perf.handlers.loading import eval_mode, load_archived_model
+from torchserve_perf.handlers.tensor_handler import TensorHandler
+from torchserve_perf.handlers.text_handler import TextClassifierHandler
+from torchserve_perf.handlers.tokenizer import tokenize
+from torchserve_perf.models.text_classifier import TextClassifier
 from tests.conftest import REPO, RequestContext, png_bytes, write_model_dir
 
 TINY_MODEL = '''

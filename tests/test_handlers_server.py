@@ -26,11 +26,13 @@ import requests
 import torch
 import yaml
 
-from handlers.labels import top_k
-from handlers.tokenizer import tokenize
-from models.text_classifier import TextClassifier
-from plugins.threads import allowed_cores, physical_cores
-from scripts.build_model_store import (ARCHIVER, REPO, TEXT_LABELS, ArchiveSpec, build_archive, default_specs,
+from torchserve_perf.handlers.labels import top_k
+from torchserve_perf.handlers.tokenizer import tokenize
+from torchserve_perf.models.text_classifier import TextClassifier
+from torchserve_perf.plugins.threads import allowed_cores, physical_cores
+from torchserve_perf.tools import paths
+from tests.conftest import REPO
+from torchserve_perf.tools.model_store import (ARCHIVER, TEXT_LABELS, ArchiveSpec, build_archive, default_specs,
                                        seeded_state_dict, stage_packages)
 
 # Batches wait this long for more requests: long enough that concurrent requests share one batch.
@@ -71,7 +73,7 @@ def archive_program(store: Path, name: str, program: Path, config: dict) -> Path
     config_path = work / "model-config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     subprocess.run([ARCHIVER, "--model-name", name, "--version", "1.0", "--serialized-file", str(program),
-                    "--handler", str(REPO / "handlers" / "tensor_handler.py"), "--extra-files", str(extra),
+                    "--handler", str(paths.handlers_dir() / "tensor_handler.py"), "--extra-files", str(extra),
                     "--config-file", str(config_path), "--export-path", str(store), "--force"], check=True)
     return store / f"{name}.mar"
 
@@ -96,7 +98,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     root.mkdir()
     s = Store(root)
     probe = ArchiveSpec(name="probe", model_file=s.probe_file, make_model=s.probe_class,
-                        handler=REPO / "handlers" / "tensor_handler.py", labels=[])
+                        handler=paths.handlers_dir() / "tensor_handler.py", labels=[])
     build_archive(probe, root, model_config=tensor_config())
     build_archive(probe, root, name="threads2", model_config=tensor_config(workers=2, threads={"pin_cores": True}))
     build_archive(probe, root, name="badcfg", model_config=tensor_config(threads={"intra_ops": 2}))
@@ -173,13 +175,13 @@ def worker_pids(server: Any, model: str) -> dict[str, int]:
 
 # ---- drop-in: bundled ---------------------------------------------------------------------------
 def test_bundled_packages_serve_with_nothing_installed(server):
-    assert importlib.util.find_spec("handlers").origin.startswith(str(REPO))  # the test process has the repo...
+    assert importlib.util.find_spec("torchserve_perf.handlers").origin.startswith(str(REPO))  # the test process has the repo...
     log = server.read_log()
     sources = set(re.findall(r"thread policy: .*; handlers from (\S+)", log))
     assert sources, log[-2000:]
     for source in sources:  # ...the workers only the copy unpacked from their .mar
         assert not source.startswith(str(REPO)), source
-        assert source.startswith(str(server.workdir)) and source.endswith("/handlers"), source
+        assert source.startswith(str(server.workdir)) and source.endswith("/torchserve_perf/handlers"), source
     for proc in server.processes():
         assert str(REPO) not in proc.environ().get("PYTHONPATH", "")
 

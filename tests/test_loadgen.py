@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import loadgen
-from scripts.loadgen import LoadResult, Payload
+from torchserve_perf.tools import loadgen
+from torchserve_perf.tools.loadgen import LoadResult, Payload
 
 
 # ---- percentiles on known data ------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_http_sender_and_client_ceiling_against_the_trivial_endpoint(tmp_path: P
 
 
 def test_http_sender_counts_a_dead_server_as_errors(tmp_path: Path) -> None:
-    from scripts.serving import free_port
+    from torchserve_perf.tools.serving import free_port
 
     send = loadgen.HttpSender(f"http://127.0.0.1:{free_port()}/x", [Payload(b"1", "text/plain")], timeout=2)
     result = loadgen.closed_loop(send, 2, duration=0.2)

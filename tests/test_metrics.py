@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plugins.config import HandlerConfigError, apply_env_overrides, build
-from plugins.metrics import METRICS_YAML, MetricsConfig, WorkerMetrics, catalog, declarations
-from plugins.metrics.__main__ import main as metrics_cli
-from plugins.metrics.gpu import NvmlProbe
-from plugins.metrics.sampler import describe_cores
-from plugins.optimizations import OptimizationResult
-from plugins.threads import ThreadDecision
-from plugins.worker import WorkerIdentity
+from torchserve_perf.plugins.config import HandlerConfigError, apply_env_overrides, build
+from torchserve_perf.plugins.metrics import METRICS_YAML, MetricsConfig, WorkerMetrics, catalog, declarations
+from torchserve_perf.tools.metrics_cli import main as metrics_cli
+from torchserve_perf.plugins.metrics.gpu import NvmlProbe
+from torchserve_perf.plugins.metrics.sampler import describe_cores
+from torchserve_perf.plugins.optimizations import OptimizationResult
+from torchserve_perf.plugins.threads import ThreadDecision
+from torchserve_perf.plugins.worker import WorkerIdentity
 from tests.conftest import RequestContext, write_model_dir
 
 TS_DEFAULT_YAML = Path(__import__("ts").__file__).parent / "configs" / "metrics.yaml"
@@ -247,11 +247,11 @@ def test_metrics_off_prints_nothing(metrics, caplog):
 
 
 def test_undeclared_metrics_are_reported_once_and_skipped(metrics, caplog):
-    caplog.set_level(logging.WARNING, logger="plugins.metrics.emitter")
+    caplog.set_level(logging.WARNING, logger="torchserve_perf.plugins.metrics.emitter")
     m = metrics(cache=ts_cache(TS_DEFAULT_YAML))
     m.batch(1, 0.1)
     assert not m.enabled and emitted(caplog) == []
-    warnings = [r.getMessage() for r in caplog.records if r.name == "plugins.metrics.emitter"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "torchserve_perf.plugins.metrics.emitter"]
     assert len(warnings) == 1 and "metrics_config=" in warnings[0]
 
 
@@ -269,14 +269,14 @@ class BrokenCache:
 
 
 def test_a_failing_metric_is_logged_once_and_never_raises(metrics, caplog):
-    caplog.set_level(logging.DEBUG, logger="plugins.metrics.worker_metrics")
+    caplog.set_level(logging.DEBUG, logger="torchserve_perf.plugins.metrics.worker_metrics")
     m = metrics(cache=BrokenCache())
     for _ in range(3):
         m.phase("inference", 0.1)
         m.batch(2, 0.2)
     m.loaded(OptimizationResult(model=None), ThreadDecision(1, 1, (), "test"))
     assert m.failures["phase"] == 3 and m.failures["batch"] == 3 and m.failures["loaded"] == 1
-    warnings = [r for r in caplog.records if r.name == "plugins.metrics.worker_metrics" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "torchserve_perf.plugins.metrics.worker_metrics" and r.levelno == logging.WARNING]
     assert len(warnings) == 3 and all(r.exc_info for r in warnings)  # one per method, with the traceback
 
 
@@ -360,8 +360,8 @@ class TinyMetricsNet(torch.nn.Module):
 def test_handler_serves_when_every_metric_fails(tmp_path, caplog, monkeypatch):
     import torch
 
-    from handlers.tensor_handler import TensorHandler
-    from plugins.metrics.emitter import Emitter
+    from torchserve_perf.handlers.tensor_handler import TensorHandler
+    from torchserve_perf.plugins.metrics.emitter import Emitter
 
     model_file = tmp_path / "tiny_metrics_net.py"
     model_file.write_text(TINY_MODEL)

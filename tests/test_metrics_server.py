@@ -13,8 +13,8 @@ from typing import Callable
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugins.metrics import catalog, declarations
-from scripts import serving
+from torchserve_perf.plugins.metrics import catalog, declarations
+from torchserve_perf.tools import serving
 from tests.conftest import REPO, png_bytes
 
 MODEL = "resnet18"  # 2 workers, batch size 4 in the demo archives

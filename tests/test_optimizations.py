@@ -13,17 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from handlers.settings import load_settings
-from plugins.config import HandlerConfigError, build
-from plugins.optimizations import OptimizationConfig, OptimizationPlugin, PluginError, Registry, Runtime, optimize
-import plugins.optimizations.registry as registry_module
-from plugins.optimizations.autocast import hardware_support
-from plugins.optimizations.builtin import BUILTIN_PLUGINS
-from plugins.optimizations.chain import FallbackRunner
-from plugins.optimizations.config import BUILTIN_OPTION_FIELDS
-from plugins.optimizations.parity import warmup_inputs
+from torchserve_perf.handlers.settings import load_settings
+from torchserve_perf.plugins.config import HandlerConfigError, build
+from torchserve_perf.plugins.optimizations import OptimizationConfig, OptimizationPlugin, PluginError, Registry, Runtime, optimize
+import torchserve_perf.plugins.optimizations.registry as registry_module
+from torchserve_perf.plugins.optimizations.autocast import hardware_support
+from torchserve_perf.plugins.optimizations.builtin import BUILTIN_PLUGINS
+from torchserve_perf.plugins.optimizations.chain import FallbackRunner
+from torchserve_perf.plugins.optimizations.config import BUILTIN_OPTION_FIELDS
+from torchserve_perf.plugins.optimizations.parity import warmup_inputs
 
-LOGGER = "plugins.optimizations"
+LOGGER = "torchserve_perf.plugins.optimizations"
 
 
 # ---- tiny seeded models ---------------------------------------------------------------------
@@ -226,7 +226,7 @@ def _fake_distribution(root, entry_points: str, module: str) -> None:
 def test_third_party_plugins_register_through_the_entry_point_group(tmp_path, monkeypatch, caplog):
     _fake_distribution(tmp_path, "halve = fake_ts_perf_plugin:Halve\nbroken = fake_ts_perf_plugin:Nope\n", """
         from dataclasses import dataclass
-        from plugins.optimizations import OptimizationPlugin
+        from torchserve_perf.plugins.optimizations import OptimizationPlugin
 
         @dataclass(frozen=True)
         class HalveOptions:
@@ -539,7 +539,7 @@ def test_workers_compile_one_at_a_time(tmp_path):
     """The second worker waits for the first, then finds its graphs in the shared cache."""
     import threading
 
-    from plugins.optimizations.compile import compile_lock
+    from torchserve_perf.plugins.optimizations.compile import compile_lock
 
     lock = str(tmp_path / "cache" / "ts_perf_compile_tiny.lock")
     holding, release, waited = threading.Event(), threading.Event(), []
@@ -585,8 +585,8 @@ def test_auto_keeps_eager_when_nothing_is_faster_and_respects_the_budget(plugins
 
 
 def test_auto_default_candidates_skip_what_does_not_fit(plugins_registry):
-    from plugins.optimizations.auto import candidates
-    from plugins.optimizations.parity import Reference
+    from torchserve_perf.plugins.optimizations.auto import candidates
+    from torchserve_perf.plugins.optimizations.parity import Reference
 
     model = seeded(TinyMLP)
     cfg = config(chain=["auto"])

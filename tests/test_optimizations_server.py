@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from scripts.build_model_store import build_archive, default_specs, write_server_config
+from torchserve_perf.tools.model_store import build_archive, default_specs, write_server_config
 
 TEXTS = [
     "The service was quick and the staff were friendly.",

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import pytest
 
-from scripts.build_model_store import REPO, build_archive, default_specs
-from tests.conftest import png_bytes
+from torchserve_perf.tools.model_store import build_archive, default_specs
+from tests.conftest import REPO, png_bytes
 
 MODELS = ["resnet18_installed", "text_installed"]
 
@@ -31,12 +31,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = root / "src"
     source.mkdir()
     shutil.copy2(REPO / "setup.py", source / "setup.py")
-    for package in ("handlers", "plugins"):
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in ("torchserve_perf", "handlers", "plugins", "models", "scripts/fixtures"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     target = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "--target", str(target), str(source)], check=True)
-    assert (target / "handlers" / "base.py").is_file() and (target / "plugins" / "threads.py").is_file()
+    assert (target / "torchserve_perf" / "handlers" / "base.py").is_file()
+    assert (target / "torchserve_perf" / "plugins" / "threads.py").is_file()
+    assert not (target / "handlers").exists() and not (target / "plugins").exists()  # no generic top-level names
     return target
 
 
@@ -53,7 +55,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_unbundled_archives_carry_only_the_handler_file(store):
     for model in MODELS:
         names = zipfile.ZipFile(store / f"{model}.mar").namelist()
-        assert not [n for n in names if n.startswith(("handlers/", "plugins/"))], names
+        assert not [n for n in names if n.startswith(("torchserve_perf/", "handlers/", "plugins/"))], names
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_installed_package_serves_unbundled_archives(server, site):
     # Each worker logged where its handlers came from: the pip target, not the repo or the archive.
     sources = dict(re.findall(r"(W-\d+-\w+?_1\.0) thread policy: .*; handlers from (\S+)", server.read_log()))
     assert len(sources) == 2, server.read_log()[-2000:]
-    assert set(sources.values()) == {str(site / "handlers")}
+    assert set(sources.values()) == {str(site / "torchserve_perf" / "handlers")}
 
 
 def test_installed_package_returns_per_request_errors(server):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.settings import load_settings
-from plugins.config import HandlerConfigError, build
-from plugins.profiler import Action, ProfilerConfig, action_for
+from torchserve_perf.handlers.settings import load_settings
+from torchserve_perf.plugins.config import HandlerConfigError, build
+from torchserve_perf.plugins.profiler import Action, ProfilerConfig, action_for
 
 N, W, R, S = Action.NONE, Action.WARMUP, Action.RECORD, Action.RECORD_AND_SAVE
 

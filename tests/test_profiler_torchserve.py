@@ -16,9 +16,9 @@ from typing import Iterator
 import pytest
 import requests
 
-from scripts import serving
-from scripts.build_model_store import build_archive, default_specs
-from plugins.profiler import traces
+from torchserve_perf.tools import serving
+from torchserve_perf.tools.model_store import build_archive, default_specs
+from torchserve_perf.plugins.profiler import traces
 from tests.test_profiler_traces import assert_chrome_trace, strict_json
 
 TEXT = "The parcel arrived two days late."

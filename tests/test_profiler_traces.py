@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from plugins.config import build
-from plugins.profiler import BatchProfiler, ProfilerConfig
-from plugins.profiler import traces
-from plugins.worker import WorkerIdentity
+from torchserve_perf.plugins.config import build
+from torchserve_perf.plugins.profiler import BatchProfiler, ProfilerConfig
+from torchserve_perf.plugins.profiler import traces
+from torchserve_perf.plugins.worker import WorkerIdentity
 
 WORKER = WorkerIdentity(model_name="tiny", model_version="2.1", port=9123, gpu_id=None, workers=1, pid=os.getpid())
 
@@ -139,7 +139,7 @@ def test_a_failing_profiler_is_logged_and_the_batch_still_runs(tmp_path, caplog)
     config = build(ProfilerConfig, {"enabled": True, "output_dir": str(blocker / "traces"),
                                     "schedule": {"skip_first": 0, "warmup": 0, "active": 1}, "every_n": 1}, "profiler")
     profiler = BatchProfiler(config, WORKER)
-    caplog.set_level(logging.ERROR, logger="plugins.profiler.profiler")
+    caplog.set_level(logging.ERROR, logger="torchserve_perf.plugins.profiler.profiler")
     ran = []
     for _ in range(5):
         with profiler.batch(1):
@@ -169,7 +169,7 @@ def test_close_writes_a_window_in_progress(tmp_path):
 
 
 def test_summary_tool_reports_phases_per_worker_and_top_operators(tmp_path):
-    from scripts import summarize_traces
+    from torchserve_perf.tools import traces as summarize_traces
 
     profiler, written = make(tmp_path, schedule={"skip_first": 0, "warmup": 0, "active": 3})
     run_batches(profiler, 3, size=3)
@@ -184,7 +184,7 @@ def test_summary_tool_reports_phases_per_worker_and_top_operators(tmp_path):
 
 
 def test_summary_tool_fails_clearly_without_traces(tmp_path, capsys):
-    from scripts import summarize_traces
+    from torchserve_perf.tools import traces as summarize_traces
 
     assert summarize_traces.main([str(tmp_path)]) == 1
     assert "no *.pt.trace.json" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import os
 import torch
 import pytest
 
-from plugins.threads import ThreadConfig, decide
+from torchserve_perf.plugins.threads import ThreadConfig, decide
 
 
 @pytest.mark.parametrize("config, physical, workers, index, intra, cores", [
@@ -24,7 +24,7 @@ def test_decision_table(config, physical, workers, index, intra, cores):
 
 
 def test_physical_cores_never_exceed_the_allowed_cpus():
-    from plugins.threads import physical_cores
+    from torchserve_perf.plugins.threads import physical_cores
 
     assert physical_cores((0,)) == 1
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
@@ -38,7 +38,7 @@ def test_decision_names_the_device_and_the_reason():
 
 
 def test_apply_sets_torch_and_reports_what_torch_uses():
-    from plugins.threads import ThreadDecision, apply
+    from torchserve_perf.plugins.threads import ThreadDecision, apply
 
     before = torch.get_num_threads()
     try:
@@ -54,7 +54,7 @@ def test_apply_sets_torch_and_reports_what_torch_uses():
 
 
 def test_thread_settings_come_from_model_config_and_env():
-    from handlers.settings import load_settings
+    from torchserve_perf.handlers.settings import load_settings
 
     settings = load_settings({"handler": {"threads": {"intra_op": 3, "pin_cores": True, "workers": 2}}}, {})
     assert (settings.threads.intra_op, settings.threads.pin_cores, settings.threads.workers) == (3, True, 2)

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from scripts.tuning import report
-from scripts.tuning.objective import Aggregate, Measurement, Objective, rank
-from scripts.tuning.space import Candidate, SearchSpace, heuristic_start, parse_optimization
-from scripts.tuning.state import StateMismatch, TuneState
-from scripts.tuning.strategy import Budget, Pruner, Session, run
+from torchserve_perf.tools.tuning import report
+from torchserve_perf.tools.tuning.objective import Aggregate, Measurement, Objective, rank
+from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, heuristic_start, parse_optimization
+from torchserve_perf.tools.tuning.state import StateMismatch, TuneState
+from torchserve_perf.tools.tuning.strategy import Budget, Pruner, Session, run
 
 CL = ("channels_last",)
 SPACE = SearchSpace()  # the default: 3 workers x 2 threads x (1 + 3 batches x 2 delays) x 2 optimizations
@@ -227,7 +227,7 @@ def test_report_writes_best_json_configs_and_plot(tmp_path):
 
 
 def test_compare_judges_the_search_against_the_grid(tmp_path, capsys):
-    from scripts.tuning import compare
+    from torchserve_perf.tools.tuning import headtohead as compare
 
     start = heuristic_start(SPACE, physical_cores=2, concurrency=4)
     for strategy in ("grid", "search"):
@@ -246,7 +246,7 @@ def test_compare_judges_the_search_against_the_grid(tmp_path, capsys):
 
 
 def test_command_line_help_renders(capsys):
-    from scripts.tuning.cli import parser
+    from torchserve_perf.tools.tuning.cli import parser
 
     with pytest.raises(SystemExit) as exit_info:
         parser().parse_args(["--help"])

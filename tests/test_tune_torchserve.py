@@ -1,16 +1,16 @@
-"""scripts/tune's evaluator on a real TorchServe: re-registers candidates through the management API."""
+"""torchserve-perf tune's evaluator on a real TorchServe: re-registers candidates through the management API."""
 
 from __future__ import annotations
 
 import json
 
-from scripts.build_model_store import default_specs
-from scripts.tuning import report
-from scripts.tuning.evaluate import LoadSettings, TorchServeEvaluator
-from scripts.tuning.objective import Objective
-from scripts.tuning.space import Candidate, SearchSpace
-from scripts.tuning.state import TuneState
-from scripts.tuning.strategy import Budget, Pruner, Session, run
+from torchserve_perf.tools.model_store import default_specs
+from torchserve_perf.tools.tuning import report
+from torchserve_perf.tools.tuning.evaluate import LoadSettings, TorchServeEvaluator
+from torchserve_perf.tools.tuning.objective import Objective
+from torchserve_perf.tools.tuning.space import Candidate, SearchSpace
+from torchserve_perf.tools.tuning.state import TuneState
+from torchserve_perf.tools.tuning.strategy import Budget, Pruner, Session, run
 from tests.conftest import png_bytes
 
 

@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from plugins.worker import WorkerIdentity, configured_workers, port_from_argv
+from torchserve_perf.plugins.worker import WorkerIdentity, configured_workers, port_from_argv
 
 
 @pytest.mark.parametrize("argv, port", [

@@ -5,8 +5,8 @@ The base handler builds one :class:`WorkerMetrics` per worker from ``handler: me
 ``metrics.yaml`` (see :mod:`plugins.metrics.catalog`), which TorchServe must be started with.
 """
 
-from plugins.metrics.config import MetricsConfig
-from plugins.metrics.declarations import SHIPPED as METRICS_YAML
-from plugins.metrics.worker_metrics import WorkerMetrics
+from torchserve_perf.plugins.metrics.config import MetricsConfig
+from torchserve_perf.plugins.metrics.declarations import SHIPPED as METRICS_YAML
+from torchserve_perf.plugins.metrics.worker_metrics import WorkerMetrics
 
 __all__ = ["MetricsConfig", "WorkerMetrics", "METRICS_YAML"]

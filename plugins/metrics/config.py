@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import ConfigValueError
 
 # Below this the sampler thread starts to show up next to a busy worker; gauges are for trends.
 MIN_SAMPLE_INTERVAL_S = 0.5

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Union
 
 import yaml
 
-from plugins.metrics import catalog
+from torchserve_perf.plugins.metrics import catalog
 
 SHIPPED = Path(__file__).resolve().with_name("metrics.yaml")
 

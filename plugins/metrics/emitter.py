@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from plugins.metrics import catalog
-from plugins.metrics.catalog import MetricSpec
+from torchserve_perf.plugins.metrics import catalog
+from torchserve_perf.plugins.metrics.catalog import MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Emitter:
             # TorchServe would drop these silently; say it once, at load, with the fix.
             log.warning("%d of our metrics are not declared in the metrics config this TorchServe runs with "
                         "(%s); they are left out. Fix: start TorchServe with metrics_config=%s or merge it into "
-                        "yours (python -m plugins.metrics merge ...), see docs/metrics.md",
+                        "yours (torchserve-perf metrics merge ...), see docs/metrics.md",
                         len(self.undeclared), ", ".join(self.undeclared[:4]) + ("..." if len(self.undeclared) > 4 else ""),
                         _shipped())
 
@@ -68,6 +68,6 @@ def seconds(value: float) -> float:
 
 
 def _shipped() -> str:
-    from plugins.metrics.declarations import SHIPPED
+    from torchserve_perf.plugins.metrics.declarations import SHIPPED
 
     return str(SHIPPED)

@@ -7,12 +7,12 @@ import logging
 from collections import Counter
 from typing import Any, Callable, Optional, TypeVar
 
-from plugins.metrics import catalog
-from plugins.metrics.config import MetricsConfig
-from plugins.metrics.emitter import Emitter, label, seconds
-from plugins.metrics.gpu import NvmlProbe
-from plugins.metrics.sampler import ProcessProbe, Sampler, describe_cores
-from plugins.worker import WorkerIdentity
+from torchserve_perf.plugins.metrics import catalog
+from torchserve_perf.plugins.metrics.config import MetricsConfig
+from torchserve_perf.plugins.metrics.emitter import Emitter, label, seconds
+from torchserve_perf.plugins.metrics.gpu import NvmlProbe
+from torchserve_perf.plugins.metrics.sampler import ProcessProbe, Sampler, describe_cores
+from torchserve_perf.plugins.worker import WorkerIdentity
 
 log = logging.getLogger(__name__)
 

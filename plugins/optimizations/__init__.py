@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from plugins.optimizations.config import (AutoConfig, OptimizationConfig, ParityConfig, WarmupConfig,
+from torchserve_perf.plugins.optimizations.config import (AutoConfig, OptimizationConfig, ParityConfig, WarmupConfig,
                                           missing_example_error)
-from plugins.optimizations.interface import OptimizationPlugin, Runtime, StepContext, Unavailable
-from plugins.optimizations.registry import ENTRY_POINT_GROUP, PluginError, Registry, default_registry, register
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, Runtime, StepContext, Unavailable
+from torchserve_perf.plugins.optimizations.registry import ENTRY_POINT_GROUP, PluginError, Registry, default_registry, register
 
 __all__ = [
     "AutoConfig", "ENTRY_POINT_GROUP", "OptimizationConfig", "OptimizationPlugin", "OptimizationResult",
@@ -29,7 +29,7 @@ __all__ = [
     "default_registry", "optimize", "register",
 ]
 
-log = logging.getLogger("plugins.optimizations")
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 
 @dataclass
@@ -52,10 +52,10 @@ class OptimizationResult:
 def optimize(model: torch.nn.Module, config: OptimizationConfig, example: Optional[torch.Tensor],
              runtime: Runtime, registry: Optional[Registry] = None) -> OptimizationResult:
     """Apply ``config.chain`` to ``model``; see the module docstring."""
-    from plugins.optimizations.auto import choose
-    from plugins.optimizations.chain import FallbackRunner, run_chain
-    from plugins.optimizations.parity import Reference, warmup_inputs
-    from plugins.optimizations.report import route_worker_warnings
+    from torchserve_perf.plugins.optimizations.auto import choose
+    from torchserve_perf.plugins.optimizations.chain import FallbackRunner, run_chain
+    from torchserve_perf.plugins.optimizations.parity import Reference, warmup_inputs
+    from torchserve_perf.plugins.optimizations.report import route_worker_warnings
 
     if not config.chain:
         return OptimizationResult(model=model)

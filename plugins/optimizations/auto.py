@@ -9,13 +9,13 @@ from typing import Optional
 
 from torch import nn
 
-from plugins.optimizations.chain import ChainOutcome, run_chain, step_context
-from plugins.optimizations.config import OptimizationConfig, split_candidate
-from plugins.optimizations.interface import Runtime
-from plugins.optimizations.parity import Reference, time_per_call
-from plugins.optimizations.registry import Registry
+from torchserve_perf.plugins.optimizations.chain import ChainOutcome, run_chain, step_context
+from torchserve_perf.plugins.optimizations.config import OptimizationConfig, split_candidate
+from torchserve_perf.plugins.optimizations.interface import Runtime
+from torchserve_perf.plugins.optimizations.parity import Reference, time_per_call
+from torchserve_perf.plugins.optimizations.registry import Registry
 
-log = logging.getLogger("plugins.optimizations")
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 # Cheap first: when the budget runs out, the expensive compile-based chains are the ones not tried.
 DEFAULT_CANDIDATES = (

@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar, Optional
 import torch
 from torch import nn
 
-from plugins.optimizations.interface import OptimizationPlugin, StepContext
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The built-in plugins. Adding one: write its module, then list its class here."""
 
-from plugins.optimizations.autocast import BF16, FP16
-from plugins.optimizations.channels_last import ChannelsLast
-from plugins.optimizations.compile import Compile
-from plugins.optimizations.ipex import Ipex
-from plugins.optimizations.onnx_runtime import OnnxRuntime
-from plugins.optimizations.quantize import QuantizeDynamic
-from plugins.optimizations.tensorrt import TensorRT
-from plugins.optimizations.torchscript import TorchScript
+from torchserve_perf.plugins.optimizations.autocast import BF16, FP16
+from torchserve_perf.plugins.optimizations.channels_last import ChannelsLast
+from torchserve_perf.plugins.optimizations.compile import Compile
+from torchserve_perf.plugins.optimizations.ipex import Ipex
+from torchserve_perf.plugins.optimizations.onnx_runtime import OnnxRuntime
+from torchserve_perf.plugins.optimizations.quantize import QuantizeDynamic
+from torchserve_perf.plugins.optimizations.tensorrt import TensorRT
+from torchserve_perf.plugins.optimizations.torchscript import TorchScript
 
 BUILTIN_PLUGINS = (ChannelsLast, TorchScript, QuantizeDynamic, BF16, FP16, OnnxRuntime, Ipex, TensorRT, Compile)

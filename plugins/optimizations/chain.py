@@ -10,13 +10,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from plugins.optimizations.config import OptimizationConfig
-from plugins.optimizations.interface import Runtime, StepContext, Unavailable
-from plugins.optimizations.parity import Reference, check, tolerance
-from plugins.optimizations.registry import Registry
-from plugins.optimizations.report import quiet_torch
+from torchserve_perf.plugins.optimizations.config import OptimizationConfig
+from torchserve_perf.plugins.optimizations.interface import Runtime, StepContext, Unavailable
+from torchserve_perf.plugins.optimizations.parity import Reference, check, tolerance
+from torchserve_perf.plugins.optimizations.registry import Registry
+from torchserve_perf.plugins.optimizations.report import quiet_torch
 
-log = logging.getLogger("plugins.optimizations")
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from plugins.optimizations.interface import OptimizationPlugin, StepContext
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 
 
 class ChannelsLastModel(nn.Module):

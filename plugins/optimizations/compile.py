@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Optional
 
 import torch
 
-from plugins.config import ConfigValueError, HandlerConfigError, build, parse_bool
-from plugins.optimizations.interface import OptimizationPlugin, StepContext
+from torchserve_perf.plugins.config import ConfigValueError, HandlerConfigError, build, parse_bool
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 
-log = logging.getLogger("plugins.optimizations")
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 Mode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 

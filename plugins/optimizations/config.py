@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from plugins.config import ConfigValueError, HandlerConfigError, build
-from plugins.optimizations.autocast import AutocastOptions
-from plugins.optimizations.compile import CompileOptions, options_from_pt2
-from plugins.optimizations.ipex import IpexOptions
-from plugins.optimizations.onnx_runtime import OnnxRuntimeOptions
-from plugins.optimizations.quantize import QuantizeOptions
-from plugins.optimizations.tensorrt import TensorRTOptions
-from plugins.optimizations.torchscript import TorchScriptOptions
+from torchserve_perf.plugins.config import ConfigValueError, HandlerConfigError, build
+from torchserve_perf.plugins.optimizations.autocast import AutocastOptions
+from torchserve_perf.plugins.optimizations.compile import CompileOptions, options_from_pt2
+from torchserve_perf.plugins.optimizations.ipex import IpexOptions
+from torchserve_perf.plugins.optimizations.onnx_runtime import OnnxRuntimeOptions
+from torchserve_perf.plugins.optimizations.quantize import QuantizeOptions
+from torchserve_perf.plugins.optimizations.tensorrt import TensorRTOptions
+from torchserve_perf.plugins.optimizations.torchscript import TorchScriptOptions
 
 SECTION = "optimizations"
 
@@ -116,7 +116,7 @@ class OptimizationConfig:
             self._check_names()
 
     def _check_names(self) -> None:
-        from plugins.optimizations.registry import default_registry
+        from torchserve_perf.plugins.optimizations.registry import default_registry
 
         registry = default_registry()
         if "auto" in self.chain and self.chain != ("auto",):
@@ -147,7 +147,7 @@ class OptimizationConfig:
 
     def options_for(self, name: str) -> Any:
         """The validated options of plugin ``name`` (its defaults when none were given)."""
-        from plugins.optimizations.registry import default_registry
+        from torchserve_perf.plugins.optimizations.registry import default_registry
 
         if name == "compile" and self._pt2_compile is not None and self.compile == CompileOptions():
             return self._pt2_compile  # an explicit compile: section wins over the stock pt2: key

@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 import torch
 
-from plugins.optimizations.interface import OptimizationPlugin, StepContext, Unavailable
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext, Unavailable
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}

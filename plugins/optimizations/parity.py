@@ -8,8 +8,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from plugins.optimizations.config import ParityConfig, WarmupConfig
-from plugins.optimizations.interface import Runtime
+from torchserve_perf.plugins.optimizations.config import ParityConfig, WarmupConfig
+from torchserve_perf.plugins.optimizations.interface import Runtime
 
 
 def warmup_inputs(example: torch.Tensor, config: WarmupConfig, runtime: Runtime) -> list[torch.Tensor]:

@@ -8,8 +8,8 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from torch import nn
 
-from plugins.config import ConfigValueError
-from plugins.optimizations.interface import OptimizationPlugin, StepContext
+from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 
 LAYERS = {"Linear": nn.Linear, "LSTM": nn.LSTM, "GRU": nn.GRU}
 

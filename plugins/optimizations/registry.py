@@ -13,9 +13,9 @@ import logging
 import re
 from typing import Any, Iterable, Optional, Union
 
-from plugins.optimizations.interface import OptimizationPlugin
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin
 
-log = logging.getLogger("plugins.optimizations")
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 ENTRY_POINT_GROUP = "torchserve_perf.optimizations"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -172,7 +172,7 @@ def default_registry() -> Registry:
     """The process-wide registry: built-ins, then entry points; made on first use (not at import)."""
     global _DEFAULT
     if _DEFAULT is None:
-        from plugins.optimizations.builtin import BUILTIN_PLUGINS
+        from torchserve_perf.plugins.optimizations.builtin import BUILTIN_PLUGINS
 
         registry = Registry()
         for plugin in BUILTIN_PLUGINS:

@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import Iterator
 
-log = logging.getLogger("plugins.optimizations")
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 # Loggers that narrate export/compile at INFO/WARNING (missing torchvision ops, graph breaks,
 # initializer passes...). During a step that is noise next to our single WARNING, which carries the reason.

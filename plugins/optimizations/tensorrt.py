@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal, Optional
 
 import torch
 
-from plugins.optimizations.interface import OptimizationPlugin, StepContext
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 
 
 @dataclass(frozen=True)

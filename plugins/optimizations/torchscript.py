@@ -7,7 +7,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from plugins.optimizations.interface import OptimizationPlugin, StepContext
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import ConfigValueError
 
 DEFAULT_ROOT = "/tmp/pytorch_profiler"  # stock TorchServe's fixed location
 

@@ -20,10 +20,10 @@ from typing import Any, Callable, ContextManager, Iterator, Optional
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from plugins.profiler import traces
-from plugins.profiler.config import ProfilerConfig
-from plugins.profiler.schedule import Action, action_for
-from plugins.worker import WorkerIdentity
+from torchserve_perf.plugins.profiler import traces
+from torchserve_perf.plugins.profiler.config import ProfilerConfig
+from torchserve_perf.plugins.profiler.schedule import Action, action_for
+from torchserve_perf.plugins.worker import WorkerIdentity
 
 log = logging.getLogger(__name__)
 

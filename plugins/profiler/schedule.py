@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from plugins.profiler.config import Schedule
+from torchserve_perf.plugins.profiler.config import Schedule
 
 
 class Action(enum.Enum):

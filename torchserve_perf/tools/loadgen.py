@@ -1,6 +1,6 @@
 """Load generation: closed and open (Poisson) loops, a low-overhead HTTP client, payloads, percentiles.
 
-Used by ``scripts/bench``, ``scripts/compare.py``, ``scripts/tune`` and ``scripts/demo.py``.
+Used by ``torchserve-perf bench``, ``torchserve-perf compare``, ``torchserve-perf tune`` and ``torchserve-perf demo``.
 
 * :func:`closed_loop`: ``concurrency`` clients each send, wait, and send again.
 * :func:`open_loop`: requests start on a Poisson schedule whatever the server does; each latency
@@ -490,7 +490,7 @@ def client_ceiling(payloads: Sequence[Payload], concurrencies: Sequence[int], du
 
 
 def _main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="internal entry points of scripts/loadgen.py")
+    parser = argparse.ArgumentParser(description="internal entry points of torchserve_perf.tools.loadgen")
     parser.add_argument("--trivial-server", type=Path, metavar="PORT_FILE", required=True,
                         help="serve a trivial HTTP endpoint and write its port to PORT_FILE")
     args = parser.parse_args(argv)

@@ -23,9 +23,8 @@ import psutil
 import requests
 
 if TYPE_CHECKING:
-    from scripts.loadgen import HttpSender
+    from torchserve_perf.tools.loadgen import HttpSender
 
-REPO = Path(__file__).resolve().parents[1]
 TORCHSERVE = str(Path(sys.executable).with_name("torchserve"))
 
 
@@ -86,7 +85,7 @@ class TorchServe:
     def sender(self, model: str, body: bytes, content_type: str = "application/octet-stream",
                timeout: float = 120.0) -> "HttpSender":
         """A ``send()`` for load generators: POSTs ``body`` to the model over keep-alive connections."""
-        from scripts.loadgen import HttpSender, Payload
+        from torchserve_perf.tools.loadgen import HttpSender, Payload
 
         return HttpSender(f"{self.inference_url}/predictions/{model}", [Payload(body, content_type, model)],
                           token=self.token.get("inference", {}).get("key"), timeout=timeout)

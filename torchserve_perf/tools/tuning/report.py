@@ -10,10 +10,10 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from scripts.tuning.evaluate import RESPONSE_TIMEOUT_S, model_config
-from scripts.tuning.objective import Aggregate, Objective, rank
-from scripts.tuning.space import Candidate, SearchSpace, optimization_label
-from scripts.tuning.state import TuneState
+from torchserve_perf.tools.tuning.evaluate import RESPONSE_TIMEOUT_S, model_config
+from torchserve_perf.tools.tuning.objective import Aggregate, Objective, rank
+from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, optimization_label
+from torchserve_perf.tools.tuning.state import TuneState
 
 
 @dataclass
@@ -88,7 +88,7 @@ def summarize(state: TuneState, info: RunInfo) -> dict[str, Any]:
 
 
 def best_json(summary: dict[str, Any], best: Candidate, a: Aggregate) -> dict[str, Any]:
-    """The fields other tools read (scripts/compare), plus where the numbers came from."""
+    """The fields other tools read (torchserve-perf compare), plus where the numbers came from."""
     return {
         "model": summary["model"],
         "workers": best.workers,
@@ -117,7 +117,7 @@ def config_properties(model: str, best: Candidate, base_config: dict) -> str:
         "batchSize": best.batch_size, "maxBatchDelay": best.max_batch_delay_ms,
         "responseTimeout": base_config.get("responseTimeout", RESPONSE_TIMEOUT_S)}}}
     lines = [
-        f"# Written by scripts/tune: the best settings found for {model} ({best.label()}).",
+        f"# Written by torchserve-perf tune: the best settings found for {model} ({best.label()}).",
         "# Archive the model with the model-config.yaml next to this file (it carries the thread and",
         "# optimization settings), put the .mar in model_store/, then: torchserve --start --ts-config config.properties",
         "inference_address=http://127.0.0.1:8080",
@@ -231,6 +231,6 @@ def write(out: Path, state: TuneState, info: RunInfo, *, top: int = 10) -> dict[
         (out / "best.json").write_text(json.dumps(best_json(summary, info.best, a), indent=1))
         (out / "config.properties").write_text(config_properties(info.model, info.best, info.base_model_config))
         (out / "model-config.yaml").write_text(
-            "# Written by scripts/tune: pass to torch-model-archiver --config-file\n"
+            "# Written by torchserve-perf tune: pass to torch-model-archiver --config-file\n"
             + yaml.safe_dump(model_config(info.base_model_config, info.best), sort_keys=False))
     return summary

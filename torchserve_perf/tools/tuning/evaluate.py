@@ -22,11 +22,11 @@ from typing import Any, Callable, Optional
 
 import requests
 
-from scripts import serving
-from scripts.build_model_store import ArchiveSpec, build_archive
-from scripts.loadgen import closed_loop
-from scripts.tuning.objective import Measurement
-from scripts.tuning.space import Candidate
+from torchserve_perf.tools import serving
+from torchserve_perf.tools.model_store import ArchiveSpec, build_archive
+from torchserve_perf.tools.loadgen import closed_loop
+from torchserve_perf.tools.tuning.objective import Measurement
+from torchserve_perf.tools.tuning.space import Candidate
 
 log = logging.getLogger(__name__)
 

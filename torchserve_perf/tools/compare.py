@@ -10,15 +10,15 @@ Systems compared:
 3. ``stock_guided``: the same with the performance guide's one thread per worker
    (``OMP_NUM_THREADS=1`` in the server environment).
 4. ``ours_default``: our handlers with the demo archive's defaults.
-5. ``ours_tuned``: our handlers with ``results/tune/resnet18/best.json`` (scripts/tune), or a
+5. ``ours_tuned``: our handlers with ``results/tune/resnet18/best.json`` (torchserve-perf tune), or a
    documented fallback when there is none.
-6. ``litserve``: LitServe serving the same model with its dynamic batching (scripts/litserve_app.py).
+6. ``litserve``: LitServe serving the same model with its dynamic batching (scripts/fixtures/litserve_app.py).
 
 Each server gets the same JPEG at 1, 4 and 8 concurrent closed-loop clients. Writes
 ``results/compare/report.md`` and ``report.json``.
 
-    .venv/bin/python scripts/compare.py              # full run (about 10-15 minutes)
-    .venv/bin/python scripts/compare.py --quick      # a few seconds per point, to check it works
+    .venv/bin/python torchserve-perf compare              # full run (about 10-15 minutes)
+    .venv/bin/python torchserve-perf compare --quick      # a few seconds per point, to check it works
 """
 
 from __future__ import annotations
@@ -39,12 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from scripts import loadgen  # noqa: E402
-from scripts.loadgen import LoadResult, Payload  # noqa: E402
+from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools.loadgen import LoadResult, Payload
+from torchserve_perf.tools.argparsing import command_parser
 
 SYSTEMS = ("raw", "stock_default", "stock_guided", "ours_default", "ours_tuned", "litserve")
 TITLES = {
@@ -56,8 +53,8 @@ TITLES = {
     "litserve": "LitServe, batching",
 }
 HEADLINE_CONCURRENCY = 4  # the issue's reference point
-TUNE_BEST = REPO / "results" / "tune" / "resnet18" / "best.json"
-# Used when scripts/tune has not written best.json: the guide's heuristic, which is also where
+TUNE_BEST = paths.results_dir("tune", "resnet18", "best.json")
+# Used when torchserve-perf tune has not written best.json: the guide's heuristic, which is also where
 # the tuner starts (one worker per physical core, one intra-op thread each), with batching.
 FALLBACK_TUNED = {"workers": 2, "intra_op_threads": 1, "batch_size": 4, "max_batch_delay_ms": 5, "optimizations": []}
 LITSERVE_BATCHING = {"max_batch_size": 8, "batch_timeout": 0.01}
@@ -118,9 +115,9 @@ def measure_forward(model: Callable, batch: int, seconds: float) -> float:
 def raw_limit(quick: bool, use_compile: bool, payload: bytes) -> dict:
     import torch
 
-    from models.resnet18 import ResNet18
-    from scripts.build_model_store import seeded_state_dict
-    from scripts.litserve_app import preprocess
+    from torchserve_perf.models.resnet18 import ResNet18
+    from torchserve_perf.tools.model_store import seeded_state_dict
+    from torchserve_perf.fixtures.litserve_app import preprocess
 
     cores = os.cpu_count() or 1
     seconds = 1.5 if quick else 4.0
@@ -170,10 +167,10 @@ def raw_limit(quick: bool, use_compile: bool, payload: bytes) -> dict:
 
 def run_raw(cfg: CompareConfig, payload_path: Path) -> dict:
     out = cfg.out / "raw.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--raw-only", str(out), "--payload", str(payload_path)]
+    command = [sys.executable, "-m", "torchserve_perf", "compare", "--raw-only", str(out), "--payload", str(payload_path)]
     command += ["--quick"] if cfg.quick else []
     command += [] if cfg.compile else ["--no-compile"]
-    subprocess.run(command, check=True, cwd=REPO)
+    subprocess.run(command, check=True)
     return json.loads(out.read_text())
 
 
@@ -184,12 +181,12 @@ def tuned_settings(path: Path) -> tuple[dict, str]:
         try:
             best = json.loads(path.read_text())
             settings = {k: best[k] for k in FALLBACK_TUNED}
-            return settings, (f"from {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
+            return settings, (f"from {path} "
                               f"(p99 target {best.get('p99_target_ms')} ms; tuner measured "
                               f"{best.get('throughput_rps')} req/s, p99 {best.get('p99_ms')} ms)")
         except (KeyError, ValueError) as exc:
             return dict(FALLBACK_TUNED), f"FALLBACK: {path} is unreadable ({exc}); used the guide's heuristic"
-    return dict(FALLBACK_TUNED), (f"FALLBACK: no {path.name} from scripts/tune at {path}; used the guide's "
+    return dict(FALLBACK_TUNED), (f"FALLBACK: no {path.name} from torchserve-perf tune at {path}; used the guide's "
                                   "heuristic (the tuner's starting point)")
 
 
@@ -215,7 +212,7 @@ def describe_model_config(config: dict) -> str:
 
 def build_store(cfg: CompareConfig, tuned: dict) -> tuple[Path, dict[str, dict]]:
     """The three archives, and what each server runs: archive, model name, env, settings text."""
-    from scripts.build_model_store import build_archive, build_stock_archive, default_specs
+    from torchserve_perf.tools.model_store import build_archive, build_stock_archive, default_specs
 
     store = cfg.work / "store"
     store.mkdir(parents=True, exist_ok=True)
@@ -256,7 +253,7 @@ def measure(send: Callable[[], int], cfg: CompareConfig, label: str) -> dict[int
 
 
 def run_torchserve(key: str, plan: dict, store: Path, cfg: CompareConfig, payload: Payload) -> SystemResult:
-    from scripts import serving
+    from torchserve_perf.tools import serving
 
     result = SystemResult(key, plan["settings"])
     print(f"\n[{key}] {TITLES[key]}: {plan['settings']}", flush=True)
@@ -291,11 +288,11 @@ def run_litserve(cfg: CompareConfig, payload: Payload) -> SystemResult:
                 "same JPEG sent base64 in JSON (LitServe's default request decoding)")
     result = SystemResult("litserve", settings)
     print(f"\n[litserve] {settings}", flush=True)
-    from scripts.serving import free_port
+    from torchserve_perf.tools.serving import free_port
 
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="litserve-", dir=cfg.work))
-    command = [sys.executable, str(REPO / "scripts" / "litserve_app.py"), "--port", str(port),
+    command = [sys.executable, str(paths.fixtures_dir() / "litserve_app.py"), "--port", str(port),
                "--max-batch-size", str(LITSERVE_BATCHING["max_batch_size"]),
                "--batch-timeout", str(LITSERVE_BATCHING["batch_timeout"])]
     began = time.perf_counter()
@@ -499,7 +496,7 @@ def render(report: dict) -> str:
 
 # ---- main ---------------------------------------------------------------------------------------
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = command_parser("compare", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s per point, 1 s warm-up, fewer raw points")
     parser.add_argument("--seconds", type=float, help="seconds per load point (default 20; 3 with --quick)")
@@ -508,7 +505,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile in the in-process limit")
     parser.add_argument("--tune-best", type=Path, default=TUNE_BEST, help="the tuner's best.json")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "compare")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("compare"))
     parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)  # child process: write raw.json here
     parser.add_argument("--payload", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -552,7 +549,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                                                            payload)
 
     cli = argv if argv is not None else sys.argv[1:]
-    command = ".venv/bin/python scripts/compare.py" + (" " + " ".join(cli) if cli else "  # or: make compare")
+    command = ".venv/bin/python torchserve-perf compare" + (" " + " ".join(cli) if cli else "  # or: make compare")
     report = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version()},

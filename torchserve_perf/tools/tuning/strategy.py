@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
-from scripts.tuning.objective import Aggregate, Measurement, Objective, rank
-from scripts.tuning.space import Candidate, SearchSpace, optimization_label
-from scripts.tuning.state import TuneState
+from torchserve_perf.tools.tuning.objective import Aggregate, Measurement, Objective, rank
+from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, optimization_label
+from torchserve_perf.tools.tuning.state import TuneState
 
 log = logging.getLogger(__name__)
 

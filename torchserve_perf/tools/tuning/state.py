@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from scripts.tuning.objective import Aggregate, Measurement
-from scripts.tuning.space import Candidate
+from torchserve_perf.tools.tuning.objective import Aggregate, Measurement
+from torchserve_perf.tools.tuning.space import Candidate
 
 VERSION = 1
 

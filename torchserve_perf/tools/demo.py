@@ -8,25 +8,22 @@ clients, prints throughput and p50/p90/p99, then stops the server.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from scripts import serving  # noqa: E402
-from scripts.loadgen import SAMPLE_TEXT, closed_loop, sample_image  # noqa: E402
+from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.loadgen import SAMPLE_TEXT, closed_loop, sample_image
+from torchserve_perf.tools.argparsing import command_parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    parser = command_parser("demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=Path("model_store"))
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "demo")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("demo"))
     args = parser.parse_args(argv)
 
     if not (args.store / "resnet18.mar").is_file():
@@ -57,7 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         server.stop()
     trace_files = sorted(traces.rglob("*.json*")) if traces.exists() else []
     print(f"traces:   {traces}  ({len(trace_files)} Kineto trace files)")
-    print(f"open them: {REPO / '.venv/bin/tensorboard'} --logdir {traces}")
+    print(f"open them: {Path(sys.executable).with_name('tensorboard')} --logdir {traces}")
     print(f"logs:     {args.out / 'server' / 'logs'}")
     print("server stopped; nothing left running.")
     return 0

@@ -9,7 +9,6 @@ evaluating at most 30% of the grid.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -18,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from scripts.tuning.space import Candidate
+from torchserve_perf.tools.tuning.space import Candidate
+from torchserve_perf.tools.argparsing import command_parser
 
 QUALITY_RATIO = 0.95
 QUALITY_FRACTION = 0.30
@@ -27,7 +27,7 @@ QUALITY_FRACTION = 0.30
 def load(path: Path) -> dict[str, Any]:
     report = path / "report.json" if path.is_dir() else path
     if not report.is_file():
-        raise SystemExit(f"{report} not found: run scripts/tune first")
+        raise SystemExit(f"{report} not found: run `torchserve-perf tune` first")
     return json.loads(report.read_text())
 
 
@@ -41,8 +41,8 @@ def describe(name: str, r: dict[str, Any]) -> str:
 
 
 def head_to_head(grid: dict[str, Any], search: dict[str, Any], rounds: int) -> dict[str, Any]:
-    from scripts.tuning.cli import default_payload, find_spec
-    from scripts.tuning.evaluate import LoadSettings, TorchServeEvaluator
+    from torchserve_perf.tools.model_store import default_payload, find_spec
+    from torchserve_perf.tools.tuning.evaluate import LoadSettings, TorchServeEvaluator
 
     spec = find_spec(grid["model"])
     a, b = Candidate.from_dict(grid["best"]), Candidate.from_dict(search["best"])
@@ -68,7 +68,7 @@ def head_to_head(grid: dict[str, Any], search: dict[str, Any], rounds: int) -> d
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/tune compare", description=__doc__.splitlines()[0])
+    p = command_parser("tune compare", description=__doc__.splitlines()[0])
     p.add_argument("grid", type=Path, help="the grid run's folder (with report.json)")
     p.add_argument("search", type=Path, help="the tuner run's folder (with report.json)")
     p.add_argument("--head-to-head", type=int, default=0, metavar="ROUNDS",

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Build model_store/: seeded models archived with torch-model-archiver, plus a ready server config.
 
-Each archive bundles the ``handlers`` and ``plugins`` packages (a staging folder that contains
-them is given to --extra-files, so they stay packages), so a stock TorchServe serves it with
-nothing of ours installed. ``--no-bundle`` leaves them out, for servers that have the package.
+Each archive bundles the ``torchserve_perf`` namespace with its ``handlers`` and ``plugins``
+packages (a staging folder that contains it is given to --extra-files, so it stays a package), so
+a stock TorchServe serves it with nothing of ours installed, under the same import path as an
+installed copy. ``--no-bundle`` leaves it out, for servers that have the package installed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,14 +22,12 @@ from typing import Any, Callable, Optional
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from models.resnet18 import ResNet18  # noqa: E402
-from models.text_classifier import NUM_LABELS, TextClassifier  # noqa: E402
+from torchserve_perf.models.resnet18 import ResNet18
+from torchserve_perf.models.text_classifier import NUM_LABELS, TextClassifier
+from torchserve_perf.tools import paths
+from torchserve_perf.tools.argparsing import command_parser
 
 ARCHIVER = str(Path(sys.executable).with_name("torch-model-archiver"))
-PACKAGES = ("handlers", "plugins")
 TEXT_LABELS = ["negative", "neutral", "positive", "question"][:NUM_LABELS]
 
 
@@ -47,9 +45,9 @@ def default_specs() -> list[ArchiveSpec]:
     return [
         ArchiveSpec(
             name="resnet18",
-            model_file=REPO / "models" / "resnet18.py",
+            model_file=paths.models_dir() / "resnet18.py",
             make_model=ResNet18,
-            handler=REPO / "handlers" / "image_handler.py",
+            handler=paths.handlers_dir() / "image_handler.py",
             labels=[f"class_{i:04d}" for i in range(1000)],
             # 2 workers x 1 thread (the guide's split of 2 cores); batch 2 so that 4 clients keep both
             # workers busy (with batch 4 the first worker takes every waiting request; make tune-grid).
@@ -58,14 +56,29 @@ def default_specs() -> list[ArchiveSpec]:
         ),
         ArchiveSpec(
             name="text_classifier",
-            model_file=REPO / "models" / "text_classifier.py",
+            model_file=paths.models_dir() / "text_classifier.py",
             make_model=TextClassifier,
-            handler=REPO / "handlers" / "text_handler.py",
+            handler=paths.handlers_dir() / "text_handler.py",
             labels=TEXT_LABELS,
             model_config={"minWorkers": 1, "maxWorkers": 1, "batchSize": 8, "maxBatchDelay": 10,
                           "responseTimeout": 120, "handler": {"text": {"topk": 3}}},
         ),
     ]
+
+
+def find_spec(name: str) -> ArchiveSpec:
+    """One of the demo models by name; a usage error names the choices."""
+    specs = {s.name: s for s in default_specs()}
+    if name not in specs:
+        raise SystemExit(f"unknown model {name!r}; choose from {sorted(specs)}")
+    return specs[name]
+
+
+def default_payload(spec: ArchiveSpec) -> bytes:
+    """The sample request for a demo model: the 120 kB JPEG for images, a sentence for text."""
+    from torchserve_perf.tools.loadgen import SAMPLE_TEXT, sample_image
+
+    return sample_image() if spec.handler.name == "image_handler.py" else SAMPLE_TEXT
 
 
 def seeded_state_dict(make_model: Callable[[], torch.nn.Module], seed: int = 0) -> dict:
@@ -74,8 +87,15 @@ def seeded_state_dict(make_model: Callable[[], torch.nn.Module], seed: int = 0) 
 
 
 def stage_packages(target: Path) -> None:
-    for package in PACKAGES:
-        shutil.copytree(REPO / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """Copy the ``torchserve_perf`` namespace a worker needs into ``target`` (an --extra-files folder)."""
+    import torchserve_perf
+
+    root = target / "torchserve_perf"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(torchserve_perf.__file__, root / "__init__.py")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(paths.handlers_dir(), root / "handlers", ignore=ignore)
+    shutil.copytree(paths.plugins_dir(), root / "plugins", ignore=ignore)
 
 
 def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, name: Optional[str] = None,
@@ -109,10 +129,10 @@ def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, 
 
 def build_stock_archive(export_path: Path, *, name: str = "resnet18_stock", model_config: Optional[dict] = None,
                         archive_format: str = "default") -> Path:
-    """ResNet-18 behind TorchServe's own BaseHandler (scripts/stock/), for side-by-side runs."""
+    """ResNet-18 behind TorchServe's own BaseHandler (scripts/fixtures/, shipped as torchserve_perf.fixtures), for side-by-side runs."""
     spec = default_specs()[0]
     stock = ArchiveSpec(name=name, model_file=spec.model_file, make_model=spec.make_model,
-                        handler=REPO / "scripts" / "stock" / "stock_image_handler.py", labels=spec.labels,
+                        handler=paths.fixtures_dir() / "stock_image_handler.py", labels=spec.labels,
                         model_config={k: v for k, v in spec.model_config.items() if k != "handler"})
     return build_archive(stock, export_path, bundle=False, model_config=model_config, archive_format=archive_format)
 
@@ -120,7 +140,7 @@ def build_stock_archive(export_path: Path, *, name: str = "resnet18_stock", mode
 def write_server_config(store: Path) -> Path:
     """model_store/config.properties: loopback, Prometheus metrics, our metrics declarations."""
     metrics_yaml = store / "metrics.yaml"
-    shutil.copy2(REPO / "plugins" / "metrics" / "metrics.yaml", metrics_yaml)
+    shutil.copy2(paths.metrics_yaml(), metrics_yaml)
     props = {
         "inference_address": "http://127.0.0.1:8080",
         "management_address": "http://127.0.0.1:8081",
@@ -132,13 +152,13 @@ def write_server_config(store: Path) -> Path:
         "install_py_dep_per_model": "false",
     }
     path = store / "config.properties"
-    path.write_text("# Written by scripts/build_model_store.py\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
+    path.write_text("# Written by torchserve-perf (model store build)\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
     return path
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    parser = command_parser("model-store", description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=Path("model_store"))
     parser.add_argument("--no-bundle", action="store_true", help="leave handlers/plugins out of the archives")
     parser.add_argument("--only", nargs="*", help="archive only these models")
     args = parser.parse_args(argv)

@@ -1,17 +1,17 @@
-"""``python -m plugins.metrics``: the shipped metrics YAML, and merging it into a deployment's own."""
+"""``torchserve-perf metrics``: the shipped metrics YAML, and merging it into a deployment's own."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional
 
-from plugins.metrics import declarations
+from torchserve_perf.plugins.metrics import declarations
+from torchserve_perf.tools.argparsing import command_parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plugins.metrics", description=__doc__.splitlines()[0])
+    parser = command_parser("metrics", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("path", help="print the path of the shipped metrics.yaml")
     merge = commands.add_parser("merge", help="declare our metrics in an existing metrics YAML")

@@ -1,4 +1,4 @@
-"""The tuner behind ``scripts/tune``: search TorchServe settings for the most throughput under a p99 target.
+"""The tuner behind ``torchserve-perf tune``: search TorchServe settings for the most throughput under a p99 target.
 
 - :mod:`space`: the candidate settings and the grid they span, the guide's starting point.
 - :mod:`objective`: one measurement, feasibility against the p99 target, and ranking.

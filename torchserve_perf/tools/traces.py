@@ -10,17 +10,14 @@ preprocess / inference / postprocess, then the operators with the most self time
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from plugins.profiler.traces import PHASES, STEP_PREFIX, find_traces, read_trace  # noqa: E402
+from torchserve_perf.plugins.profiler.traces import PHASES, STEP_PREFIX, find_traces, read_trace
+from torchserve_perf.tools.argparsing import command_parser
 
 
 @dataclass
@@ -179,7 +176,7 @@ def chart(workers: dict[str, WorkerSummary], operators: Operators, top: int, pat
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser("traces", description=__doc__.splitlines()[0])
     parser.add_argument("traces", type=Path, help="directory searched recursively for *.pt.trace.json[.gz]")
     parser.add_argument("--out", type=Path, help="where summary.md and summary.png go (default: the traces directory)")
     parser.add_argument("--top", type=int, default=15, help="operators to list")

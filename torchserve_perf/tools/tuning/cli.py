@@ -1,4 +1,4 @@
-"""Command line of ``scripts/tune``: search TorchServe settings for the most throughput under a p99 target."""
+"""Command line of ``torchserve-perf tune``: search TorchServe settings for the most throughput under a p99 target."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from scripts.build_model_store import ArchiveSpec, default_specs
-from scripts.tuning import report
-from scripts.tuning.evaluate import LoadSettings, TorchServeEvaluator, payload_digest
-from scripts.tuning.objective import Aggregate, Objective
-from scripts.tuning.space import Candidate, SearchSpace, heuristic_start, parse_optimization
-from scripts.tuning.state import StateMismatch, TuneState
-from scripts.tuning.strategy import Budget, Pruner, Session, run
+from torchserve_perf.tools import paths
+from torchserve_perf.tools.model_store import default_payload, find_spec
+from torchserve_perf.tools.tuning import headtohead, report
+from torchserve_perf.tools.tuning.evaluate import LoadSettings, TorchServeEvaluator, payload_digest
+from torchserve_perf.tools.tuning.objective import Aggregate, Objective
+from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, heuristic_start, parse_optimization
+from torchserve_perf.tools.tuning.state import StateMismatch, TuneState
+from torchserve_perf.tools.tuning.strategy import Budget, Pruner, Session, run
+from torchserve_perf.tools.argparsing import command_parser
 
-REPO = Path(__file__).resolve().parents[2]
 GRID_FRACTION = 0.30  # the tuner's default cap on distinct points, as a share of the grid
 
 
@@ -44,9 +45,9 @@ def chain_list(text: str) -> tuple[tuple[str, ...], ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scripts/tune", description=__doc__,
-                                epilog="Compare a grid run with a search run: scripts/tune compare GRID_DIR SEARCH_DIR")
-    p.add_argument("--model", default="resnet18", help="a model of scripts/build_model_store.default_specs()")
+    p = command_parser("tune", description=__doc__,
+                                epilog="Compare a grid run with a search run: torchserve-perf tune compare GRID_DIR SEARCH_DIR")
+    p.add_argument("--model", default="resnet18", help="a model of torchserve_perf.tools.model_store.default_specs()")
     p.add_argument("--p99-ms", type=float, default=250.0, help="p99 latency target in ms (default 250)")
     p.add_argument("--concurrency", type=int, default=4, help="closed-loop clients (default 4)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement (default 5)")
@@ -70,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-top", type=int, default=3, help="re-measure this many of the best points (default 3)")
     p.add_argument("--confirm-repeats", type=int, default=1, help="extra measurements of each (default 1; 0: off)")
     p.add_argument("--physical-cores", type=int, help="override the detected physical core count")
-    p.add_argument("--out", type=Path, default=REPO / "results" / "tune", help="writes into OUT/<model>/")
+    p.add_argument("--out", type=Path, default=paths.results_dir("tune"), help="writes into OUT/<model>/")
     p.add_argument("--state", type=Path, help="resume file (default OUT/<model>/state.json)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing state file")
     p.add_argument("--top", type=int, default=10, help="rows in the report (default 10)")
@@ -91,19 +92,6 @@ def detect_gpus(text: str) -> tuple[int, ...]:
     return tuple(range(1, count + 1)) if count else (0,)
 
 
-def find_spec(name: str) -> ArchiveSpec:
-    specs = {s.name: s for s in default_specs()}
-    if name not in specs:
-        raise SystemExit(f"unknown model {name!r}; choose from {sorted(specs)}")
-    return specs[name]
-
-
-def default_payload(spec: ArchiveSpec) -> bytes:
-    from scripts.loadgen import SAMPLE_TEXT, sample_image
-
-    return sample_image() if spec.handler.name == "image_handler.py" else SAMPLE_TEXT
-
-
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -111,9 +99,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["compare"]:
-        from scripts.tuning import compare
-
-        return compare.main(argv[1:])
+        return headtohead.main(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if args.quick:
@@ -123,7 +109,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.budget_min = min(args.budget_min, 3.0)
         args.confirm_top = min(args.confirm_top, 1)
 
-    from plugins.threads import physical_cores
+    from torchserve_perf.plugins.threads import physical_cores
 
     cores = args.physical_cores or physical_cores()
     space = SearchSpace(workers=args.workers, threads=args.threads, batch_sizes=args.batch_sizes,

@@ -8,8 +8,8 @@ and writes bench.json, bench.md and bench.png (latency CDF, throughput against c
 Target either a running server (``--url`` plus ``--key-file`` or ``--token``) or let the script
 start one from a model store (``--model-store``), e.g.::
 
-    .venv/bin/python scripts/bench --model-store model_store --model resnet18 --concurrency 1 4 8
-    .venv/bin/python scripts/bench --url http://127.0.0.1:8080 --key-file key_file.json \\
+    .venv/bin/python torchserve-perf bench --model-store model_store --model resnet18 --concurrency 1 4 8
+    .venv/bin/python torchserve-perf bench --url http://127.0.0.1:8080 --key-file key_file.json \\
         --model resnet18 --payload cat.jpg --rate 20 40 --duration 60
 """
 
@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from scripts import loadgen  # noqa: E402
-from scripts.loadgen import LoadResult, Payload  # noqa: E402
+from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools.loadgen import LoadResult, Payload
+from torchserve_perf.tools.argparsing import command_parser
 
 # The client is called the bottleneck when a run reaches this share of its measured ceiling,
 # or when it uses this share of the machine's CPU (CPU it takes away from the server).
@@ -95,7 +93,7 @@ def build_report(config: BenchConfig, target: dict, payloads: Sequence[Payload],
                  ceilings: dict[int, LoadResult], cores: Optional[int] = None) -> dict:
     cores = cores or os.cpu_count() or 1
     return {
-        "tool": "scripts/bench",
+        "tool": "torchserve-perf bench",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cores": cores, "cpu": _cpu_name(), "python": platform.python_version(),
                     "platform": platform.platform()},
@@ -263,7 +261,7 @@ def run_benchmark(config: BenchConfig, url: str, token: Optional[str], payloads:
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = command_parser("bench", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     where = parser.add_argument_group("target")
     where.add_argument("--url", help="inference address of a running TorchServe, e.g. http://127.0.0.1:8080")
@@ -288,7 +286,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     load.add_argument("--content-type", help="content type of all payloads (default: from the extension)")
     load.add_argument("--quick", action="store_true", help="short runs: 3 s each, 1 s warm-up")
     load.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench", help="output folder")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("bench"), help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if args.concurrency is None:
@@ -322,7 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     server = None
     if args.model_store:
-        from scripts import serving
+        from torchserve_perf.tools import serving
 
         archives = args.archive or [f"{args.model}.mar"]
         workdir = args.out / "server"  # its logs stay here for a look afterwards

@@ -1,0 +1,42 @@
+"""Where the package's own files are, installed (wheel), editable (checkout) or bundled alike.
+
+Found from the modules themselves, never from a checkout's layout, so the tools work from a wheel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _folder(module: object) -> Path:
+    return Path(os.path.dirname(os.path.abspath(getattr(module, "__file__"))))
+
+
+def handlers_dir() -> Path:
+    from torchserve_perf import handlers
+    return _folder(handlers)
+
+
+def plugins_dir() -> Path:
+    from torchserve_perf import plugins
+    return _folder(plugins)
+
+
+def models_dir() -> Path:
+    from torchserve_perf import models
+    return _folder(models)
+
+
+def fixtures_dir() -> Path:
+    from torchserve_perf import fixtures
+    return _folder(fixtures)
+
+
+def metrics_yaml() -> Path:
+    return plugins_dir() / "metrics" / "metrics.yaml"
+
+
+def results_dir(*parts: str) -> Path:
+    """Default output folder: ``results/`` under the current directory (a checkout's is git-ignored)."""
+    return Path("results").joinpath(*parts)
