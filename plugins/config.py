@@ -183,6 +183,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "TS_PERF_INTRA_OP_THREADS": "threads.intra_op",
     "TS_PERF_INTER_OP_THREADS": "threads.inter_op",
     "TS_PERF_PIN_CORES": "threads.pin_cores",
+    "TS_PERF_ELASTIC_THREADS": "threads.elastic",
     "TS_PERF_OPTIMIZATIONS": "optimizations.chain",
     "TS_PERF_METRICS": "metrics.enabled",
     "TS_PERF_PROFILER_DIR": "profiler.output_dir",

@@ -28,6 +28,8 @@ class ThreadConfig:
     pin_cores: bool = False
     # Overrides the worker count used to split the cores (default: model-config minWorkers).
     workers: Optional[int] = None
+    # Per batch, use the cores the model's other workers leave idle (plugins/elastic.py).
+    elastic: bool = True
 
     def __post_init__(self) -> None:
         if self.intra_op != "auto" and self.intra_op < 1:

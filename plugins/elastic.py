@@ -1,0 +1,217 @@
+"""Elastic intra-op threads: per batch, a worker uses the cores its model's other workers leave free.
+
+The static rule (cores / workers) leaves cores idle whenever fewer workers than that are busy,
+which is always the case at one client. Here every worker of a model on this host shares a small
+memory-mapped board with one slot per worker process: ``(pid, busy_since_ns)``. Before a batch a
+worker marks itself busy and counts the busy slots; it takes ``cores / busy`` threads (the
+remainder goes to the lowest slots) and calls ``torch.set_num_threads`` only when the number
+changes (~13 us). After the batch it clears its mark. Reading the board is a few microseconds.
+
+Robust to a worker dying mid-batch: a busy mark whose pid no longer exists, or that is older than
+``stale_s``, is not counted, and a new worker reclaims dead workers' slots. Claiming a slot takes
+an ``flock`` (once per worker); the per-batch path takes no lock (aligned 8-byte stores).
+
+Pinned workers (``threads.pin_cores``) stay pinned: their OpenMP threads may only run on their
+own slice, so expanding would only oversubscribe it; elastic threads are off for them. It is also
+off when ``threads.intra_op`` is set explicitly, on GPU workers, and with ``threads.elastic: false``
+(or ``TS_PERF_ELASTIC_THREADS=0``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import mmap
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+log = logging.getLogger(__name__)
+
+SLOTS = 64  # worker processes per model and host; more and the extra workers stay static
+_FIELDS = 2  # pid, busy_since_ns (0: idle)
+SIZE = SLOTS * _FIELDS * 8
+DEFAULT_STALE_S = 600.0
+
+
+def share(cores: int, busy: int, rank: int) -> int:
+    """Threads for the busy worker at ``rank`` (0-based among the busy ones) of ``busy``. Pure."""
+    busy = max(1, busy)
+    base, extra = divmod(max(1, cores), busy)
+    return max(1, base + (1 if rank < extra else 0))
+
+
+@dataclass(frozen=True)
+class ElasticPlan:
+    """Whether this worker runs elastic threads, over how many cores, and why."""
+
+    enabled: bool
+    cores: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"elastic threads over {self.cores} cores" if self.enabled else f"elastic threads off ({self.reason})"
+
+
+def plan(*, elastic: bool, intra_op_auto: bool, pinned: bool, device: str, physical: int) -> ElasticPlan:
+    """Pure: elastic threads run only where the static split is ours to change."""
+    if not elastic:
+        return ElasticPlan(False, physical, "threads.elastic is false")
+    if not intra_op_auto:
+        return ElasticPlan(False, physical, "threads.intra_op is set")
+    if pinned:
+        return ElasticPlan(False, physical, "workers are pinned to their cores")
+    if not device.startswith("cpu"):
+        return ElasticPlan(False, physical, f"the model runs on {device}")
+    if physical < 2:
+        return ElasticPlan(False, physical, "one core: nothing to share")
+    return ElasticPlan(True, physical, "")
+
+
+def board_path(model_name: str, model_version: str, directory: Optional[Path] = None) -> Path:
+    """One board per model and host; TMPDIR separates independent servers (each test server has its own)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model_name}_{model_version}")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(directory or tempfile.gettempdir()) / f"ts_perf_elastic_{uid}_{safe}.slots"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+class BusyBoard:
+    """This worker's slot on the shared board of its model."""
+
+    def __init__(self, path: Path, *, pid: Optional[int] = None, stale_s: float = DEFAULT_STALE_S,
+                 alive: Callable[[int], bool] = _alive) -> None:
+        self.path = Path(path)
+        self.pid = pid or os.getpid()
+        self.stale_ns = int(stale_s * 1e9)
+        self._alive = alive
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size < SIZE:
+                    os.ftruncate(fd, SIZE)
+                self._map = mmap.mmap(fd, SIZE)
+                self._cells = memoryview(self._map).cast("q")
+                self.slot = self._claim()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)  # the mapping stays valid
+
+    def _claim(self) -> int:
+        cells, free = self._cells, None
+        for i in range(SLOTS):
+            owner = cells[i * _FIELDS]
+            if owner == self.pid:
+                free = i
+                break
+            if free is None and (owner == 0 or not self._alive(owner)):
+                free = i
+        if free is None:
+            raise RuntimeError(f"all {SLOTS} slots of {self.path} are held by live workers")
+        cells[free * _FIELDS + 1] = 0
+        cells[free * _FIELDS] = self.pid
+        return free
+
+    def enter(self, now_ns: Optional[int] = None) -> tuple[int, int]:
+        """Mark this worker busy; returns (busy workers including this one, this worker's rank)."""
+        now = now_ns if now_ns is not None else time.monotonic_ns()
+        cells, mine = self._cells, self.slot
+        cells[mine * _FIELDS] = self.pid  # re-assert: a peer may have taken a slot it believed dead
+        cells[mine * _FIELDS + 1] = now
+        busy = rank = 0
+        for i in range(SLOTS):
+            since = cells[i * _FIELDS + 1]
+            if since == 0:
+                continue
+            if i != mine:
+                pid = cells[i * _FIELDS]
+                if pid == 0 or now - since > self.stale_ns or not self._alive(pid):
+                    continue
+            if i < mine:
+                rank += 1
+            busy += 1
+        return busy, rank
+
+    def leave(self) -> None:
+        self._cells[self.slot * _FIELDS + 1] = 0
+
+    def busy_pids(self) -> list[int]:
+        """Pids with a busy mark (stale ones included): for tests and debugging."""
+        cells = self._cells
+        return [cells[i * _FIELDS] for i in range(SLOTS) if cells[i * _FIELDS + 1]]
+
+    def close(self) -> None:
+        if self._map.closed:
+            return
+        cells = self._cells
+        if cells[self.slot * _FIELDS] == self.pid:
+            cells[self.slot * _FIELDS + 1] = 0
+            cells[self.slot * _FIELDS] = 0
+        cells.release()
+        self._map.close()
+
+
+class ElasticThreads:
+    """Sets torch's intra-op threads around each batch from the board."""
+
+    def __init__(self, board: BusyBoard, cores: int, *, set_threads: Optional[Callable[[int], None]] = None,
+                 current: Optional[int] = None) -> None:
+        import torch
+
+        self.board = board
+        self.cores = cores
+        self._set = set_threads or torch.set_num_threads
+        self.current = current if current is not None else torch.get_num_threads()
+        self.switches = 0
+
+    def begin(self) -> int:
+        busy, rank = self.board.enter()
+        threads = share(self.cores, busy, rank)
+        if threads != self.current:
+            self._set(threads)
+            self.current = threads
+            self.switches += 1
+        return threads
+
+    def end(self) -> None:
+        self.board.leave()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[int]:
+        threads = self.begin()
+        try:
+            yield threads
+        finally:
+            self.end()
+
+    def close(self) -> None:
+        self.board.close()
+
+
+def start(plan_: ElasticPlan, model_name: str, model_version: str,
+          directory: Optional[Path] = None) -> Optional[ElasticThreads]:
+    """The worker's elastic threads, or None (off, or the board cannot be used: logged once)."""
+    if not plan_.enabled:
+        return None
+    path = board_path(model_name, model_version, directory)
+    try:
+        return ElasticThreads(BusyBoard(path), plan_.cores)
+    except Exception:
+        log.warning("elastic threads off: cannot use %s; the static thread split stays", path, exc_info=True)
+        return None

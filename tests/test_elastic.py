@@ -1,0 +1,157 @@
+"""Elastic intra-op threads: the share table, the plan, and a board really shared by processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from torchserve_perf.plugins.elastic import SLOTS, BusyBoard, ElasticThreads, board_path, plan, share
+
+
+@pytest.mark.parametrize("cores, busy, rank, threads", [
+    (2, 1, 0, 2),    # alone: every core
+    (2, 2, 0, 1),    # both busy: one each
+    (2, 2, 1, 1),
+    (2, 3, 2, 1),    # more busy workers than cores: never 0
+    (3, 2, 0, 2),    # the remainder goes to the lowest slot
+    (3, 2, 1, 1),
+    (16, 4, 3, 4),
+    (16, 0, 0, 16),  # a board that counts nobody still yields all cores
+])
+def test_share_table(cores, busy, rank, threads):
+    assert share(cores, busy, rank) == threads
+
+
+@pytest.mark.parametrize("kwargs, enabled, reason", [
+    ({}, True, ""),
+    ({"elastic": False}, False, "threads.elastic is false"),
+    ({"intra_op_auto": False}, False, "threads.intra_op is set"),
+    ({"pinned": True}, False, "pinned"),
+    ({"device": "cuda:0"}, False, "cuda:0"),
+    ({"physical": 1}, False, "one core"),
+])
+def test_plan_table(kwargs, enabled, reason):
+    args = {"elastic": True, "intra_op_auto": True, "pinned": False, "device": "cpu", "physical": 4, **kwargs}
+    result = plan(**args)
+    assert result.enabled is enabled and reason in result.reason
+    assert result.cores == args["physical"]
+
+
+def test_board_path_is_per_model_and_tmpdir(tmp_path):
+    a = board_path("resnet/18", "1.0", tmp_path)
+    assert a.parent == tmp_path and "/" not in a.name and "resnet_18_1.0" in a.name
+    assert a != board_path("text", "1.0", tmp_path)
+
+
+PEER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from torchserve_perf.plugins.elastic import BusyBoard
+    board = BusyBoard(Path(sys.argv[1]))
+    print(board.slot, *board.enter(), flush=True)
+    sys.stdin.readline()          # busy until told
+    board.leave()
+    print("left", flush=True)
+    sys.stdin.readline()
+    board.close()
+""")
+
+
+def _peer(path):
+    process = subprocess.Popen([sys.executable, "-c", PEER, str(path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    slot, busy, rank = map(int, process.stdout.readline().split())
+    return process, slot, busy, rank
+
+
+def test_two_processes_share_the_board_and_a_dead_worker_is_not_counted(tmp_path):
+    path = board_path("m", "1", tmp_path)
+    board = BusyBoard(path)
+    peer, peer_slot, peer_busy, _ = _peer(path)
+    try:
+        assert peer_slot != board.slot
+        assert peer_busy == 1                      # it was alone when it started its batch
+        assert board.enter() == (2, int(board.slot > peer_slot))  # now both are busy
+        board.leave()
+        peer.stdin.write("\n"); peer.stdin.flush()
+        assert peer.stdout.readline().strip() == "left"
+        assert board.enter() == (1, 0)             # the peer finished its batch
+        board.leave()
+        # A second batch in the peer, then it dies mid-batch (SIGKILL: no cleanup at all).
+        peer.stdin.write("\n"); peer.stdin.flush()
+        peer.wait(timeout=30)
+        peer, peer_slot, peer_busy, _ = _peer(path)
+        assert board.enter()[0] == 2
+        board.leave()
+        os.kill(peer.pid, signal.SIGKILL)
+        peer.wait(timeout=30)
+        assert peer.pid in board.busy_pids()       # its mark is still on the board...
+        assert board.enter() == (1, 0)             # ...but a dead pid is not counted
+        board.leave()
+        # A new worker reclaims the dead worker's slot instead of using up a fresh one.
+        replacement = BusyBoard(path, pid=peer.pid + 10**6)
+        assert replacement.slot == peer_slot
+        replacement.close()
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+        board.close()
+
+
+def test_a_stale_mark_is_ignored_and_slots_run_out_loudly(tmp_path):
+    path = board_path("m", "1", tmp_path)
+    ghost = BusyBoard(path, pid=os.getppid(), stale_s=1.0)   # a live pid that never leaves
+    ghost.enter(now_ns=1)
+    me = BusyBoard(path, stale_s=1.0)
+    assert me.enter(now_ns=int(0.5e9)) == (2, 1)
+    assert me.enter(now_ns=int(5e9)) == (1, 0)               # marked 5 s ago: stale
+    boards = [BusyBoard(path, pid=os.getppid(), alive=lambda pid: True)]  # same pid: same slot
+    assert boards[0].slot == ghost.slot
+    others = []
+    with pytest.raises(RuntimeError, match="slots"):
+        for i in range(SLOTS):
+            others.append(BusyBoard(path, pid=10**7 + i, alive=lambda pid: True))
+    assert len(others) == SLOTS - 2
+
+
+def test_elastic_threads_switch_only_when_the_number_changes(tmp_path):
+    path = board_path("m", "1", tmp_path)
+    calls = []
+    elastic = ElasticThreads(BusyBoard(path), cores=4, set_threads=calls.append, current=2)
+    with elastic.batch() as threads:
+        assert threads == 4
+    with elastic.batch() as threads:
+        assert threads == 4
+    other = BusyBoard(path, pid=os.getppid())
+    other.enter()
+    with elastic.batch() as threads:
+        assert threads == 2
+    assert calls == [4, 2] and elastic.switches == 2
+    assert elastic.board.busy_pids() == [other.pid]          # its own mark is cleared after the batch
+    elastic.close()
+
+
+def test_elastic_threads_set_torch_for_real(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2)
+        with elastic.batch():
+            assert torch.get_num_threads() == 2
+        elastic.close()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_settings_take_elastic_from_config_and_env():
+    from torchserve_perf.handlers.settings import load_settings
+
+    assert load_settings({}, {}).threads.elastic is True
+    assert load_settings({"handler": {"threads": {"elastic": False}}}, {}).threads.elastic is False
+    assert load_settings({}, {"TS_PERF_ELASTIC_THREADS": "0"}).threads.elastic is False
+    assert load_settings({"handler": {"threads": {"elastic": False}}}, {"TS_PERF_ELASTIC_THREADS": "on"}).threads.elastic
