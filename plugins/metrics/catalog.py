@@ -41,6 +41,8 @@ INFERENCE = _h("inference_seconds", "time in the model for one batch")
 POSTPROCESS = _h("postprocess_seconds", "time to split and format one batch's outputs")
 HANDLER = _h("handler_seconds", "time in the handler for one batch, end to end")
 BATCH_SIZE = _h("batch_size", "requests per handled batch (_sum: requests, _count: batches)", unit="count")
+BATCH_THREADS = _h("batch_threads", "intra-op threads each batch ran with (elastic threads change it per batch)",
+                   unit="count")
 PHASES = {"preprocess": PREPROCESS, "inference": INFERENCE, "postprocess": POSTPROCESS}
 
 REJECTED = MetricSpec(PREFIX + "rejected_requests_total", "counter", "count",
@@ -73,7 +75,7 @@ OPTIMIZATION_SECONDS = MetricSpec(PREFIX + "optimization_step_seconds", "gauge",
                                   "time each optimization step took at load", labels=("Optimization",))
 
 ALL: tuple[MetricSpec, ...] = (
-    PREPROCESS, INFERENCE, POSTPROCESS, HANDLER, BATCH_SIZE,
+    PREPROCESS, INFERENCE, POSTPROCESS, HANDLER, BATCH_SIZE, BATCH_THREADS,
     REJECTED, PROFILED, TRACES,
     RESIDENT_MEMORY, CPU_PERCENT, INTRA_OP, INTER_OP, PINNED_CORES,
     GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL,
