@@ -1,34 +1,40 @@
 """PerfHandler: TorchServe's preprocess -> inference -> postprocess, composed with our plugins.
 
 Subclasses implement ``decode`` (one request body -> a tensor whose first dimension counts its
-rows) and ``format_output`` (one request's rows of output -> a JSON-able result). The base
-collates the batch into one tensor, runs it, splits the output back per request, and gives each
-bad request its own 4xx without failing the others.
+rows, or a :class:`Decoded` carrying what postprocess needs later) and ``format_output`` (one
+request's rows of output -> a JSON-able result). Each step takes a value and returns one
+(handlers/batch.py): ``preprocess`` returns a :class:`Batch` (accepted requests, collated input,
+rejected requests with their errors), ``inference`` an :class:`Inferred`, ``postprocess`` a
+:class:`Served`. A batch that fails as a whole is retried one request at a time through the same
+phases, so a bad request fails alone. Metrics and the profiler watch through observers
+(handlers/observers.py) and can never fail a request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from typing import Any, ClassVar, Iterator, Optional
+from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from torchserve_perf.handlers.batch import Batch, Decoded, Inferred, Served
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.loading import eval_mode, load_archived_model
+from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Observers, PhaseEvent
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
 from torchserve_perf.plugins import threads
 from torchserve_perf.plugins.metrics import WorkerMetrics
-from torchserve_perf.plugins.optimizations import OptimizationResult, Runtime, optimize
+from torchserve_perf.plugins.optimizations import OptimizationResult, Registry, Runtime, optimize, standard_registry
 from torchserve_perf.plugins.profiler import BatchProfiler
 from torchserve_perf.plugins.worker import WorkerIdentity
 
 log = logging.getLogger(__name__)
 
 PROFILE_HEADER = "x-torch-profile"
+T = TypeVar("T")
 
 
 class PerfHandler(BaseHandler):
@@ -40,26 +46,35 @@ class PerfHandler(BaseHandler):
         self.settings: Optional[HandlerSettings] = None
         self.worker: Optional[WorkerIdentity] = None
         self.runner: Any = None
-        self._counts: list[int] = []
-        self._rejected: dict[int, RequestError] = {}
-        self._accepted: list[int] = []
-        self._tensors: list[torch.Tensor] = []
+        self.observers = Observers()
 
     # ---- load -------------------------------------------------------------------------------
     def initialize(self, context: Any) -> None:
         self.context = context
         self.manifest = context.manifest
-        self.settings = load_settings(context.model_yaml_config, os.environ, self.options_section, self.options_class)
+        registry = self.optimization_registry()
+        self.settings = load_settings(context.model_yaml_config, os.environ, self.options_section,
+                                      self.options_class, registry)
         self.worker = WorkerIdentity.from_context(context)
         self.device = self.select_device(context)
         self.thread_decision = self.apply_thread_policy()
         self.model = eval_mode(self.load_model(context))
-        self.optimization = self.optimize_model()
+        self.optimization = self.optimize_model(registry)
         self.runner = self.optimization.model
         self.metrics = WorkerMetrics(self.settings.metrics, self.worker, context.metrics)
         self.profiler = BatchProfiler(self.settings.profiler, self.worker, on_trace_written=self.metrics.trace_written)
+        self.observers = Observers(self.make_observers())
         self.metrics.loaded(self.optimization, self.thread_decision)
         self.initialized = True
+
+    def optimization_registry(self) -> Registry:
+        """The optimization plugins this handler may use: built-ins and installed entry points.
+        Override to add your own (``registry = super().optimization_registry(); registry.register(P)``)."""
+        return standard_registry()
+
+    def make_observers(self) -> list[Any]:
+        """What watches each batch, in call order. Override to add an observer of your own."""
+        return [self.profiler, self.metrics]
 
     def select_device(self, context: Any) -> torch.device:
         gpu_id = context.system_properties.get("gpu_id")
@@ -91,7 +106,7 @@ class PerfHandler(BaseHandler):
         """A representative input with a leading batch dimension, for warm-up and parity checks."""
         raise NotImplementedError
 
-    def optimize_model(self) -> OptimizationResult:
+    def optimize_model(self, registry: Registry) -> OptimizationResult:
         assert self.settings and self.worker
         runtime = Runtime(
             device=self.device,
@@ -102,55 +117,58 @@ class PerfHandler(BaseHandler):
         )
         example = self.example_input()  # None: the handler cannot make one (e.g. no tensor.input_shape)
         example = example.to(self.device) if example is not None else None
-        return optimize(self.model, self.settings.optimizations, example, runtime)
+        return optimize(self.model, self.settings.optimizations, example, runtime, registry)
 
     # ---- serve ------------------------------------------------------------------------------
     def handle(self, data: list, context: Any) -> list:
         started = time.perf_counter()
         self.context = context
+        size = len(data)
         # The header only counts while profiling is on: skip reading every request's headers otherwise.
-        force = self.profiler.enabled and self.profile_requested(context, len(data))
-        with self.profiler.batch(len(data), force=force) as recorded:
-            outputs = self._run_batch(data)
-        self.metrics.profiled(recorded)
-        self.metrics.batch(len(data), time.perf_counter() - started)
-        return self._responses(len(data), outputs)
-
-    def _run_batch(self, data: list) -> list:
-        with self.phase("preprocess", len(data)):
-            inputs = self.preprocess(data)
-        if inputs is None:
-            return []
+        requested = self.profiler.enabled and self.profile_requested(context, size)
+        self.observers.batch_started(BatchStarted(size, requested))
+        served, profiled = Served(size), False
         try:
-            with self.phase("inference", len(self._accepted)):
-                raw = self.inference(inputs)
-            with self.phase("postprocess", len(self._accepted)):
-                return self.postprocess(raw)
+            served = self.serve(data)
+            profiled = self.profiler.recording
+        finally:  # the observers see every batch end, even one broken by a defect of ours
+            self.observers.batch_finished(BatchFinished(size, len(served.outputs), len(served.rejected),
+                                                        time.perf_counter() - started, profiled))
+        return self.respond(served, context)
+
+    def serve(self, data: list) -> Served:
+        """preprocess -> inference -> postprocess; a batch that fails as a whole is retried one by one."""
+        batch = self.phase("preprocess", len(data), lambda: self.preprocess(data))
+        if batch.empty:
+            return Served(batch.size, rejected=batch.rejected)
+        try:
+            inferred = self.phase("inference", len(batch.requests), lambda: self.inference(batch))
+            return self.phase("postprocess", len(batch.requests), lambda: self.postprocess(inferred))
         except Exception:  # a request that decodes but breaks the model must not fail the others
-            log.warning("batch of %d failed as a whole; retrying its requests one by one", len(self._accepted),
+            log.warning("batch of %d failed as a whole; retrying its requests one by one", len(batch.requests),
                         exc_info=True)
-            return self._run_one_by_one()
+            return self.serve_one_by_one(batch)
 
-    def _run_one_by_one(self) -> list:
-        outputs, served = [], []
-        for idx, tensor in list(zip(self._accepted, self._tensors)):
-            self._accepted, self._counts = [idx], [tensor.shape[0]]
+    def serve_one_by_one(self, batch: Batch) -> Served:
+        """Each accepted request alone, through the same inference and postprocess phases."""
+        served = Served(batch.size, rejected=batch.rejected)
+        for request in batch.requests:
             try:
-                outputs.extend(self.postprocess(self.inference(self.collate([tensor]).to(self.device))))
-                served.append(idx)
+                alone = Batch(batch.size, (request,), self.collate([request.tensor]).to(self.device))
+                inferred = self.phase("inference", 1, lambda: self.inference(alone), retry=True)
+                served = served.merged(self.phase("postprocess", 1, lambda: self.postprocess(inferred), retry=True))
             except Exception as exc:
-                self._rejected[idx] = RequestError(f"the model could not process this input: {exc}", 422)
-        self._accepted = served
-        return outputs
+                served = served.merged(Served(batch.size, rejected={request.index: model_error(exc)}))
+        return served
 
-    @contextlib.contextmanager
-    def phase(self, name: str, batch_size: int) -> Iterator[None]:
+    def phase(self, name: str, size: int, step: Callable[[], T], retry: bool = False) -> T:
+        """Run one step of the template, announced to the observers (metrics, profiler ranges)."""
+        self.observers.phase_started(PhaseEvent(name, size, retry=retry))
         started = time.perf_counter()
-        # The profiler's range: record_function's args string never reaches Kineto's JSON, so the
-        # profiler keeps the batch size and writes it into the trace itself.
-        with self.profiler.annotate(name, batch_size):
-            yield
-        self.metrics.phase(name, time.perf_counter() - started)
+        try:
+            return step()
+        finally:
+            self.observers.phase_finished(PhaseEvent(name, size, time.perf_counter() - started, retry))
 
     def profile_requested(self, context: Any, size: int) -> bool:
         for idx in range(size):
@@ -163,64 +181,81 @@ class PerfHandler(BaseHandler):
                     return True
         return False
 
-    def preprocess(self, data: list) -> Optional[torch.Tensor]:
+    def preprocess(self, data: list) -> Batch:
         """Decode each request; bad ones are set aside with their error, the rest collated."""
-        self._rejected, self._accepted, self._tensors = {}, [], []
-        tensors = self._tensors
+        accepted: list[Decoded] = []
+        rejected: dict[int, RequestError] = {}
         for idx, row in enumerate(data):
             try:
-                tensor = self.decode(request_body(row), idx)
+                decoded = self.decode(request_body(row), idx)
             except RequestError as exc:
-                self._rejected[idx] = exc
+                rejected[idx] = exc
                 continue
-            except Exception as exc:
-                self._rejected[idx] = RequestError(f"could not decode the request: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # the exception's text may quote the request: name its type only
+                rejected[idx] = RequestError(f"could not decode the request ({type(exc).__name__})")
                 continue
-            self._accepted.append(idx)
-            tensors.append(tensor)
-        if not tensors:
-            return None
-        self._counts = [t.shape[0] for t in tensors]
-        return self.collate(tensors).to(self.device)
+            accepted.append(decoded if isinstance(decoded, Decoded) else Decoded(idx, decoded))
+        if not accepted:
+            return Batch(len(data), rejected=rejected)
+        inputs = self.collate([r.tensor for r in accepted]).to(self.device)
+        return Batch(len(data), tuple(accepted), inputs, rejected)
 
-    def decode(self, body: Any, idx: int) -> torch.Tensor:
+    def decode(self, body: Any, idx: int) -> torch.Tensor | Decoded:
         raise NotImplementedError
 
     def collate(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(tensors, dim=0)
 
-    def inference(self, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def inference(self, batch: Batch, *args: Any, **kwargs: Any) -> Inferred:
         with torch.inference_mode():
-            return self.runner(data, *args, **kwargs)
+            return Inferred(batch, self.runner(batch.inputs, *args, **kwargs))
 
-    def postprocess(self, data: torch.Tensor) -> list:
-        if isinstance(data, (tuple, list)):
-            data = data[0]
-        data = data.detach().float().cpu()
-        parts = torch.split(data, self._counts, dim=0)
-        return [self.format_output(part, idx) for part, idx in zip(parts, self._accepted)]
+    def postprocess(self, inferred: Inferred) -> Served:
+        output = inferred.output
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        output = output.detach().float().cpu()
+        batch = inferred.batch
+        outputs: dict[int, Any] = {}
+        rejected = dict(batch.rejected)
+        for part, request in zip(torch.split(output, list(batch.rows), dim=0), batch.requests):
+            try:
+                outputs[request.index] = self.format_output(part, request)
+            except RequestError as exc:  # e.g. an output that cannot be answered as JSON
+                rejected[request.index] = exc
+        return Served(batch.size, outputs, rejected)
 
-    def format_output(self, output: torch.Tensor, idx: int) -> Any:
-        """One request's rows of output -> its JSON-able response; ``idx`` is its place in the batch."""
+    def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
+        """One request's rows of output -> its JSON-able response."""
         return output.tolist()
 
-    def _responses(self, size: int, outputs: list) -> list:
-        by_index = dict(zip(self._accepted, outputs))
+    def respond(self, served: Served, context: Any) -> list:
+        """One response per request, in batch order; rejected requests get their own status."""
         responses = []
-        for idx in range(size):
-            if idx in self._rejected:
-                error = self._rejected[idx]
-                self.context.set_response_status(error.status, error.phrase, idx)
+        for idx in range(served.size):
+            error = served.rejected.get(idx)
+            if error is not None:
+                context.set_response_status(error.status, error.phrase, idx)
                 responses.append(error.body())
-            else:
-                responses.append(by_index.get(idx))
-        if self._rejected:
+            elif idx in served.outputs:
+                responses.append(served.outputs[idx])
+            else:  # cannot happen unless a step lost a request: answer it rather than drop it
+                error = RequestError("the request was not processed", 500)
+                context.set_response_status(error.status, error.phrase, idx)
+                responses.append(error.body())
+        if served.rejected:
             # Names the batch, so a rejected request can be told apart from a failed batch in the log.
-            log.warning("%s batch of %d: served %d, rejected %s", self.worker.name if self.worker else "", size,
-                        len(self._accepted), "; ".join(f"request {i}: {e.status} {e.message}"
-                                                       for i, e in sorted(self._rejected.items())))
-        self.metrics.rejected(len(self._rejected))
+            log.warning("%s batch of %d: served %d, rejected %s", self.worker.name if self.worker else "",
+                        served.size, len(served.outputs), "; ".join(
+                            f"request {i}: {e.status} {e.message}" for i, e in sorted(served.rejected.items())))
         return responses
+
+
+def model_error(exc: Exception) -> RequestError:
+    """A request the model could not run alone: 422, with the model's complaint (shapes, dtypes)."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return RequestError(f"the model could not process this input: {type(exc).__name__}"
+                        + (f": {message[:200]}" if message else ""), 422)
 
 
 def request_body(row: Any) -> Any:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from torchserve_perf.handlers.base import PerfHandler
+from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.labels import load_labels, top_k
@@ -83,6 +84,6 @@ class ImageClassifierHandler(PerfHandler):
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
-    def format_output(self, output: torch.Tensor, idx: int) -> Any:
+    def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
         predictions = [top_k(row, self.labels, self.settings.options.topk) for row in output]
         return predictions[0] if len(predictions) == 1 else predictions

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 from torchserve_perf.plugins.config import HandlerConfigError, apply_env_overrides, build
 from torchserve_perf.plugins.metrics import MetricsConfig
-from torchserve_perf.plugins.optimizations import OptimizationConfig
+from torchserve_perf.plugins.optimizations import OptimizationConfig, Registry
 from torchserve_perf.plugins.profiler import ProfilerConfig
 from torchserve_perf.plugins.threads import ThreadConfig
 
@@ -30,8 +30,12 @@ class HandlerSettings:
 
 
 def load_settings(model_yaml_config: Optional[Mapping[str, Any]], environ: Mapping[str, str],
-                  options_section: Optional[str] = None, options_class: Optional[type] = None) -> HandlerSettings:
-    """Validate model-config.yaml's ``handler:`` section, with environment overrides applied."""
+                  options_section: Optional[str] = None, options_class: Optional[type] = None,
+                  registry: Optional[Registry] = None) -> HandlerSettings:
+    """Validate model-config.yaml's ``handler:`` section, with environment overrides applied.
+
+    With ``registry`` (what the handler passes at load), optimization plugin names and their
+    options are checked against it too; without one, only their structure is."""
     model_yaml_config = model_yaml_config or {}
     section = model_yaml_config.get("handler") or {}
     if not isinstance(section, Mapping):
@@ -53,6 +57,8 @@ def load_settings(model_yaml_config: Optional[Mapping[str, Any]], environ: Mappi
                                  f"{hint}this handler reads {sorted(sections)}; remove or rename it")
     built = {name: build(cls, raw.get(name), name) for name, cls in sections.items()}
     options = built.pop(options_section) if options_section and options_class else None
+    if registry is not None:
+        built["optimizations"].check(registry)
     return HandlerSettings(options=options, **built)
 
 

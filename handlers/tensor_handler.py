@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from torchserve_perf.handlers.base import PerfHandler
+from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.options import TensorOptions
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.payloads import as_json, is_npy, load_npy
@@ -22,10 +23,6 @@ class TensorHandler(PerfHandler):
     options_section = "tensor"
     options_class = TensorOptions
 
-    def initialize(self, context: Any) -> None:
-        self._unbatched: set[int] = set()
-        super().initialize(context)
-
     def example_input(self) -> Optional[torch.Tensor]:
         opts: TensorOptions = self.settings.options
         if opts.input_shape is None:
@@ -35,11 +32,7 @@ class TensorHandler(PerfHandler):
             return torch.randn(1, *opts.input_shape, generator=generator).to(DTYPES[opts.dtype])
         return torch.randint(0, 2, (1, *opts.input_shape), generator=generator).to(DTYPES[opts.dtype])
 
-    def preprocess(self, data: list) -> Optional[torch.Tensor]:
-        self._unbatched = set()
-        return super().preprocess(data)
-
-    def decode(self, body: Any, idx: int) -> torch.Tensor:
+    def decode(self, body: Any, idx: int) -> Decoded:
         opts: TensorOptions = self.settings.options
         if is_npy(body):
             array = load_npy(bytes(body))
@@ -61,12 +54,12 @@ class TensorHandler(PerfHandler):
         if opts.input_shape is not None:
             row = tuple(opts.input_shape)
             if tuple(tensor.shape) == row:
-                self._unbatched.add(idx)
-                tensor = tensor.unsqueeze(0)
+                # A bare row comes back bare: postprocess reads this from the request, not the handler.
+                return Decoded(idx, tensor.unsqueeze(0), {"bare_row": True})
             elif tuple(tensor.shape[1:]) != row:
                 raise RequestError(f"expected shape {list(row)} or [N, {', '.join(map(str, row))}], "
                                    f"got {list(tensor.shape)}", 422)
-        return tensor
+        return Decoded(idx, tensor)
 
-    def format_output(self, output: torch.Tensor, idx: int) -> Any:
-        return output[0].tolist() if idx in self._unbatched else output.tolist()
+    def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
+        return output[0].tolist() if request.meta.get("bare_row") else output.tolist()

@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 
 from torchserve_perf.handlers.base import PerfHandler
+from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.options import TextOptions
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.labels import load_labels, top_k
@@ -53,7 +54,7 @@ class TextClassifierHandler(PerfHandler):
             row += t.shape[0]
         return batch
 
-    def format_output(self, output: torch.Tensor, idx: int) -> Any:
+    def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
         return top_k(output[0], self.labels, self.settings.options.topk)
 
 

@@ -38,7 +38,7 @@ from torchserve_perf.handlers.options import TextOptions
 from torchserve_perf.handlers.tokenizer import PAD_ID, tokenize
 from torchserve_perf.plugins import threads
 from torchserve_perf.plugins.config import build
-from torchserve_perf.plugins.optimizations import OptimizationConfig, Runtime, optimize
+from torchserve_perf.plugins.optimizations import OptimizationConfig, Runtime, optimize, standard_registry
 from torchserve_perf.tools import paths, loadgen, serving
 from torchserve_perf.tools.model_store import ArchiveSpec, build_archive, default_specs, seeded_state_dict
 
@@ -110,7 +110,7 @@ def in_process(bench: Bench, chain: str, seconds: float, decision: threads.Threa
     runtime = Runtime(device=torch.device("cpu"), intra_op_threads=decision.intra_op,
                       inter_op_threads=decision.inter_op, model_name=bench.name, batch_size=bench.rows_per_batch)
     config = build(OptimizationConfig, chain_config(chain), "optimizations")
-    result = optimize(model, config, bench.batches[0][:1], runtime)
+    result = optimize(model, config, bench.batches[0][:1], runtime, standard_registry())
     runner = result.model
     with torch.inference_mode():
         warm_until = time.perf_counter() + min(1.0, seconds / 2)  # caches, allocator, thread pools

@@ -86,7 +86,9 @@ def test_tensor_batch_mixes_sizes_and_formats_and_maps_rows_back(tensor_handler)
         np.testing.assert_allclose(outputs[0], linear(torch.from_numpy(three)).numpy(), rtol=1e-6)
         np.testing.assert_allclose(outputs[1], linear(torch.tensor(one)).numpy(), rtol=1e-6)  # bare row -> bare row
         assert np.array(outputs[2]).shape == (2, 3)
-    assert handler._counts == [3, 1, 2]
+    batch = handler.preprocess([{"body": b} for b in [npy(three), json.dumps({"inputs": one}).encode(),
+                                                      {"inputs": [one, one]}]])
+    assert batch.rows == (3, 1, 2) and batch.indices == (0, 1, 2) and tuple(batch.inputs.shape) == (6, 4)
 
 
 @pytest.mark.parametrize("body, status, words", [

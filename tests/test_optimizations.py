@@ -16,7 +16,6 @@ from torch import nn
 from torchserve_perf.handlers.settings import load_settings
 from torchserve_perf.plugins.config import HandlerConfigError, build
 from torchserve_perf.plugins.optimizations import OptimizationConfig, OptimizationPlugin, PluginError, Registry, Runtime, optimize
-import torchserve_perf.plugins.optimizations.registry as registry_module
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.builtin import BUILTIN_PLUGINS
 from torchserve_perf.plugins.optimizations.chain import FallbackRunner
@@ -152,12 +151,11 @@ class FastButWrongPlugin(OptimizationPlugin):
 
 
 @pytest.fixture
-def plugins_registry(monkeypatch) -> Registry:
-    """A fresh default registry (built-ins + test plugins), so tests do not leak registrations."""
+def plugins_registry() -> Registry:
+    """The built-ins plus the test plugins, passed explicitly to what needs a registry."""
     fresh = Registry()
     for plugin in BUILTIN_PLUGINS + (WrongPlugin, BrokenPlugin, IdentityPlugin, FasterPlugin, FastButWrongPlugin):
         fresh.register(plugin)
-    monkeypatch.setattr(registry_module, "_DEFAULT", fresh)
     return fresh
 
 
@@ -248,10 +246,9 @@ def test_third_party_plugins_register_through_the_entry_point_group(tmp_path, mo
     assert any("'broken'" in message and "could not be registered" in message for message in warnings_of(caplog))
 
     # Its options live under optimizations.plugins.<name>, validated with the plugin's own class.
-    monkeypatch.setattr(registry_module, "_DEFAULT", registry)
-    assert config(chain=["halve"], plugins={"halve": {"factor": 0.25}}).options_for("halve").factor == 0.25
+    assert config(chain=["halve"], plugins={"halve": {"factor": 0.25}}).options_for("halve", registry).factor == 0.25
     with pytest.raises(HandlerConfigError, match=r"optimizations\.plugins\.halve\.factr: unknown key.*'factor'"):
-        config(chain=["halve"], plugins={"halve": {"factr": 0.25}})
+        config(chain=["halve"], plugins={"halve": {"factr": 0.25}}).check(registry)
 
 
 def test_setup_declares_the_entry_point_group():
@@ -276,9 +273,9 @@ def test_setup_declares_the_entry_point_group():
     ({"optimizations": {"quantize_dynamic": {"layers": ["Conv2d"]}}}, "optimizations.quantize_dynamic.layers",
      "must be some of"),
 ])
-def test_bad_optimization_settings_name_the_key_and_the_fix(handler, key, text):
+def test_bad_optimization_settings_name_the_key_and_the_fix(handler, key, text, plugins_registry):
     with pytest.raises(HandlerConfigError) as info:
-        load_settings({"handler": handler}, {})
+        load_settings({"handler": handler}, {}, registry=plugins_registry)
     message = str(info.value)
     assert f"handler.{key}:" in message and text in message and "Fix:" in message
 
@@ -304,7 +301,7 @@ def test_chain_from_yaml_shorthand_and_environment():
 def test_stock_pt2_key_implies_compile_with_its_options(pt2, chain, backend, mode):
     settings = load_settings({"pt2": pt2}, {})
     assert settings.optimizations.chain == chain
-    options = settings.optimizations.options_for("compile")
+    options = settings.optimizations.options_for("compile", plugins_registry)
     assert (options.backend, options.mode) == (backend, mode)
 
 
@@ -312,7 +309,7 @@ def test_pt2_yields_to_an_explicit_chain_and_compile_section():
     settings = load_settings({"pt2": "eager", "handler": {"optimizations": ["torchscript"]}}, {})
     assert settings.optimizations.chain == ("torchscript",)
     settings = load_settings({"pt2": "eager", "handler": {"optimizations": {"compile": {"backend": "aot_eager"}}}}, {})
-    assert settings.optimizations.options_for("compile").backend == "aot_eager"
+    assert settings.optimizations.options_for("compile", plugins_registry).backend == "aot_eager"
 
 
 @pytest.mark.parametrize("pt2, text", [
@@ -329,28 +326,28 @@ def test_pt2_values_we_cannot_honour_fail_with_the_fix(pt2, text):
 def test_pt2_compiles_the_model_at_load(plugins_registry, caplog):
     settings = load_settings({"pt2": {"compile": {"enable": True, "backend": "eager"}}}, {})
     model = seeded(TinyMLP)
-    result = optimize(model, settings.optimizations, MLP_EXAMPLE, runtime())
+    result = optimize(model, settings.optimizations, MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["compile"] and not warnings_of(caplog)
     same_outputs(result, model, MLP_EXAMPLE)
 
 
 # ---- the chain: parity and loud fallbacks ----------------------------------------------------
-def test_empty_chain_serves_eager_and_needs_no_example():
+def test_empty_chain_serves_eager_and_needs_no_example(plugins_registry):
     model = seeded(TinyMLP)
-    result = optimize(model, OptimizationConfig(), None, runtime())
+    result = optimize(model, OptimizationConfig(), None, runtime(), plugins_registry)
     assert result.model is model and result.applied == [] and result.skipped == {}
 
 
-def test_a_chain_without_an_example_input_says_to_set_input_shape():
+def test_a_chain_without_an_example_input_says_to_set_input_shape(plugins_registry):
     with pytest.raises(HandlerConfigError) as info:
-        optimize(seeded(TinyMLP), config(chain=["torchscript"]), None, runtime())
+        optimize(seeded(TinyMLP), config(chain=["torchscript"]), None, runtime(), plugins_registry)
     assert "handler.tensor.input_shape" in str(info.value) and "Fix:" in str(info.value)
 
 
 def test_a_mismatching_step_is_dropped_with_one_warning_and_the_chain_goes_on(plugins_registry, caplog):
     model = seeded(TinyMLP)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        result = optimize(model, config(chain=["wrong", "torchscript"]), MLP_EXAMPLE, runtime())
+        result = optimize(model, config(chain=["wrong", "torchscript"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["torchscript"]
     assert "output differs from eager" in result.skipped["wrong"]
     warnings = warnings_of(caplog)
@@ -363,7 +360,7 @@ def test_a_mismatching_step_is_dropped_with_one_warning_and_the_chain_goes_on(pl
 
 def test_a_step_that_raises_is_dropped_and_the_worker_keeps_the_eager_model(plugins_registry, caplog):
     model = seeded(TinyMLP)
-    result = optimize(model, config(chain=["broken"]), MLP_EXAMPLE, runtime())
+    result = optimize(model, config(chain=["broken"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.model is model and result.applied == []
     assert result.skipped["broken"] == "failed: RuntimeError: kernel exploded"
     assert len(warnings_of(caplog)) == 1
@@ -372,17 +369,17 @@ def test_a_step_that_raises_is_dropped_and_the_worker_keeps_the_eager_model(plug
 def test_tolerance_is_configurable(plugins_registry):
     model = seeded(TinyMLP)
     strict = optimize(model, config(chain=["quantize_dynamic"], parity={"lossy_rtol": 0, "lossy_atol": 0}),
-                      MLP_EXAMPLE, runtime())
+                      MLP_EXAMPLE, runtime(), plugins_registry)
     assert strict.applied == [] and "loosen handler.optimizations.parity" in strict.skipped["quantize_dynamic"]
-    relaxed = optimize(model, config(chain=["wrong"], parity={"rtol": 0.6}), MLP_EXAMPLE, runtime())
+    relaxed = optimize(model, config(chain=["wrong"], parity={"rtol": 0.6}), MLP_EXAMPLE, runtime(), plugins_registry)
     assert relaxed.applied == ["wrong"]
-    unchecked = optimize(model, config(chain=["wrong"], parity={"enabled": False}), MLP_EXAMPLE, runtime())
+    unchecked = optimize(model, config(chain=["wrong"], parity={"enabled": False}), MLP_EXAMPLE, runtime(), plugins_registry)
     assert unchecked.applied == ["wrong"]
 
 
-def test_eager_failing_on_the_example_drops_everything_without_raising(caplog):
+def test_eager_failing_on_the_example_drops_everything_without_raising(caplog, plugins_registry):
     model = seeded(TinyMLP)
-    result = optimize(model, config(chain=["torchscript"]), torch.randn(1, 7), runtime())
+    result = optimize(model, config(chain=["torchscript"]), torch.randn(1, 7), runtime(), plugins_registry)
     assert result.model is model and "fails on the example input" in result.skipped["torchscript"]
     assert len(warnings_of(caplog)) == 1
 
@@ -418,18 +415,18 @@ def test_fallback_runs_eager_when_the_optimized_model_fails_at_serving_time(capl
 # ---- built-in plugins -----------------------------------------------------------------------
 def test_channels_last_on_a_conv_model(plugins_registry):
     model = seeded(TinyCNN)
-    result = optimize(model, config(chain=["channels_last"]), CNN_EXAMPLE, runtime())
+    result = optimize(model, config(chain=["channels_last"]), CNN_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["channels_last"]
     assert result.model.optimized.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert model.conv.weight.is_contiguous()  # the eager model is left as it was
     same_outputs(result, model, CNN_EXAMPLE)
-    skipped = optimize(seeded(TinyMLP), config(chain=["channels_last"]), MLP_EXAMPLE, runtime())
+    skipped = optimize(seeded(TinyMLP), config(chain=["channels_last"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert "needs 4-D NCHW input" in skipped.skipped["channels_last"]
 
 
 def test_torchscript_freezes_and_handles_variable_lengths(plugins_registry):
     model = seeded(TinyTokens)
-    result = optimize(model, config(chain=["torchscript"]), TOKENS_EXAMPLE, runtime())
+    result = optimize(model, config(chain=["torchscript"]), TOKENS_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["torchscript"]
     assert isinstance(result.model.optimized, torch.jit.ScriptModule)
     same_outputs(result, model, TOKENS_EXAMPLE)
@@ -437,13 +434,13 @@ def test_torchscript_freezes_and_handles_variable_lengths(plugins_registry):
 
 def test_dynamic_int8_quantization(plugins_registry):
     model = seeded(TinyMLP)
-    result = optimize(model, config(chain=["quantize_dynamic"]), MLP_EXAMPLE, runtime())
+    result = optimize(model, config(chain=["quantize_dynamic"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["quantize_dynamic"]
     assert "quantized" in type(result.model.optimized.net[0]).__module__
     assert isinstance(model.net[0], nn.Linear)
-    order = optimize(model, config(chain=["torchscript", "quantize_dynamic"]), MLP_EXAMPLE, runtime())
+    order = optimize(model, config(chain=["torchscript", "quantize_dynamic"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert "put quantize_dynamic before torchscript" in order.skipped["quantize_dynamic"]
-    none = optimize(seeded(TinyCNN).conv, config(chain=["quantize_dynamic"]), CNN_EXAMPLE, runtime())
+    none = optimize(seeded(TinyCNN).conv, config(chain=["quantize_dynamic"]), CNN_EXAMPLE, runtime(), plugins_registry)
     assert "no Linear/LSTM layers" in none.skipped["quantize_dynamic"]
 
 
@@ -452,7 +449,7 @@ def test_onnxruntime_uses_the_worker_threads_and_dynamic_shapes(plugins_registry
     model = seeded(TinyTokens)
     rt = Runtime(device=torch.device("cpu"), intra_op_threads=2, inter_op_threads=1, batch_size=4)
     result = optimize(model, config(chain=["onnxruntime"], onnxruntime={"exporter": "torchscript"}),
-                      TOKENS_EXAMPLE, rt)
+                      TOKENS_EXAMPLE, rt, plugins_registry)
     assert result.applied == ["onnxruntime"], result.skipped
     session = result.model.optimized.session
     assert session.get_session_options().intra_op_num_threads == 2
@@ -466,7 +463,7 @@ def test_onnxruntime_uses_the_worker_threads_and_dynamic_shapes(plugins_registry
 
 def test_onnxruntime_output_cannot_feed_a_module_plugin(plugins_registry):
     pytest.importorskip("onnxruntime")
-    result = optimize(seeded(TinyMLP), config(chain=["onnxruntime", "torchscript"]), MLP_EXAMPLE, runtime())
+    result = optimize(seeded(TinyMLP), config(chain=["onnxruntime", "torchscript"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["onnxruntime"]
     assert "put torchscript before onnxruntime" in result.skipped["torchscript"]
 
@@ -476,14 +473,14 @@ def test_half_precision_only_where_the_hardware_supports_it(plugins_registry, ca
     dtype = torch.bfloat16 if name == "bf16" else torch.float16
     unsupported = hardware_support(torch.device("cpu"), dtype)
     model = seeded(TinyMLP)
-    result = optimize(model, config(chain=[name]), MLP_EXAMPLE, runtime())
+    result = optimize(model, config(chain=[name]), MLP_EXAMPLE, runtime(), plugins_registry)
     if unsupported:
         assert result.applied == [] and result.skipped[name] == unsupported
         assert "no native" in unsupported and "remove" in unsupported
         assert len(warnings_of(caplog)) == 1
     else:
         assert result.applied == [name]
-    forced = optimize(model, config(chain=[name], **{name: {"force": True}}), MLP_EXAMPLE, runtime())
+    forced = optimize(model, config(chain=[name], **{name: {"force": True}}), MLP_EXAMPLE, runtime(), plugins_registry)
     assert forced.applied == [name], forced.skipped  # lossy tolerance admits half precision
     with torch.inference_mode():
         assert forced.model(MLP_EXAMPLE).dtype == torch.float32
@@ -494,7 +491,7 @@ def test_missing_packages_or_hardware_are_reported_and_the_handler_continues(plu
     if name == "ipex" and importlib.util.find_spec("intel_extension_for_pytorch") is not None:
         pytest.skip("IPEX is installed here")
     model = seeded(TinyMLP)
-    result = optimize(model, config(chain=[name, "torchscript"]), MLP_EXAMPLE, runtime())
+    result = optimize(model, config(chain=[name, "torchscript"]), MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["torchscript"] and text in result.skipped[name]
     assert "continuing without it" in result.skipped[name]
     assert len(warnings_of(caplog)) == 1
@@ -505,7 +502,7 @@ def test_compile_with_a_cheap_backend_warms_up_every_shape(plugins_registry):
 
     torch._dynamo.reset()
     model = seeded(TinyTokens)
-    result = optimize(model, config(chain=["compile"], compile={"backend": "eager"}), TOKENS_EXAMPLE, runtime())
+    result = optimize(model, config(chain=["compile"], compile={"backend": "eager"}), TOKENS_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["compile"], result.skipped
     same_outputs(result, model, TOKENS_EXAMPLE)
 
@@ -524,12 +521,12 @@ def test_compile_cache_is_shared_through_the_cache_dir(plugins_registry, tmp_pat
     cfg = config(chain=["compile"], warmup={"batch_sizes": [2]})
     torch._dynamo.reset()
     counters.clear()
-    first = optimize(model, cfg, MLP_EXAMPLE, rt)
+    first = optimize(model, cfg, MLP_EXAMPLE, rt, plugins_registry)
     assert first.applied == ["compile"], first.skipped
     assert counters["inductor"]["fxgraph_cache_miss"] >= 1 and any(cache.rglob("*"))
     torch._dynamo.reset()  # as a fresh worker process would start
     counters.clear()
-    second = optimize(model, cfg, MLP_EXAMPLE, rt)
+    second = optimize(model, cfg, MLP_EXAMPLE, rt, plugins_registry)
     assert second.applied == ["compile"]
     assert counters["inductor"]["fxgraph_cache_hit"] >= 1 and counters["inductor"]["fxgraph_cache_miss"] == 0
     torch._dynamo.reset()
@@ -563,7 +560,7 @@ def test_workers_compile_one_at_a_time(tmp_path):
 def test_auto_keeps_the_fastest_chain_that_passes_parity(plugins_registry, caplog):
     model = Sleepy(seeded(TinyMLP), 0.02).eval()
     cfg = config(chain=["auto"], auto={"candidates": ["identity", "fast_wrong", "faster"], "repeats": 3})
-    result = optimize(model, cfg, MLP_EXAMPLE, runtime())
+    result = optimize(model, cfg, MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.applied == ["faster"]
     assert result.auto_reason.startswith("auto chose faster") and "fast_wrong: fast_wrong dropped" in \
         result.auto_reason
@@ -576,11 +573,11 @@ def test_auto_keeps_eager_when_nothing_is_faster_and_respects_the_budget(plugins
     model = seeded(TinyMLP)
     cfg = config(chain=["auto"], auto={"candidates": ["identity", "torchscript"], "min_speedup": 100,
                                        "repeats": 5})
-    result = optimize(model, cfg, MLP_EXAMPLE, runtime())
+    result = optimize(model, cfg, MLP_EXAMPLE, runtime(), plugins_registry)
     assert result.model is model and result.applied == []
     assert result.auto_reason.startswith("auto kept eager") and "below auto.min_speedup 100" in result.auto_reason
     budget = config(chain=["auto"], auto={"candidates": ["identity", "torchscript"], "budget_s": 1e-9})
-    spent = optimize(model, budget, MLP_EXAMPLE, runtime())
+    spent = optimize(model, budget, MLP_EXAMPLE, runtime(), plugins_registry)
     assert "budget was spent" in spent.auto_reason and spent.applied == []
 
 

@@ -97,6 +97,15 @@ class WorkerMetrics:
         if recorded:
             self._emit(catalog.PROFILED, 1)
 
+    # ---- as a lifecycle observer (handlers/observers.py) ---------------------------------------
+    def phase_finished(self, event: Any) -> None:
+        self.phase(event.name, event.seconds)
+
+    def batch_finished(self, event: Any) -> None:
+        self.profiled(event.profiled)
+        self.batch(event.size, event.seconds)
+        self.rejected(event.rejected)
+
     @observer
     def trace_written(self, path: Any) -> None:
         self._emit(catalog.TRACES, 1)

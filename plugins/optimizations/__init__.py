@@ -5,8 +5,9 @@ warm-up inputs derived from the handler's example input, keeps every step whose 
 eager within tolerance, drops the others with one WARNING each, and never raises because of an
 optimization (only for a configuration it cannot honour).
 
-Write a plugin: subclass :class:`OptimizationPlugin`, then either call :func:`register` or
-declare it under the ``torchserve_perf.optimizations`` entry-point group of your package.
+Write a plugin: subclass :class:`OptimizationPlugin`, then declare it under the
+``torchserve_perf.optimizations`` entry-point group of your package, or register it on the
+registry your handler builds (override ``PerfHandler.optimization_registry``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import torch
 from torchserve_perf.plugins.optimizations.config import (AutoConfig, OptimizationConfig, ParityConfig, WarmupConfig,
                                           missing_example_error)
 from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, Runtime, StepContext, Unavailable
-from torchserve_perf.plugins.optimizations.registry import ENTRY_POINT_GROUP, PluginError, Registry, default_registry, register
+from torchserve_perf.plugins.optimizations.registry import ENTRY_POINT_GROUP, PluginError, Registry, standard_registry
 
 __all__ = [
     "AutoConfig", "ENTRY_POINT_GROUP", "OptimizationConfig", "OptimizationPlugin", "OptimizationResult",
     "ParityConfig", "PluginError", "Registry", "Runtime", "StepContext", "Unavailable", "WarmupConfig",
-    "default_registry", "optimize", "register",
+    "optimize", "standard_registry",
 ]
 
 log = logging.getLogger("torchserve_perf.plugins.optimizations")
@@ -50,8 +51,8 @@ class OptimizationResult:
 
 
 def optimize(model: torch.nn.Module, config: OptimizationConfig, example: Optional[torch.Tensor],
-             runtime: Runtime, registry: Optional[Registry] = None) -> OptimizationResult:
-    """Apply ``config.chain`` to ``model``; see the module docstring."""
+             runtime: Runtime, registry: Registry) -> OptimizationResult:
+    """Apply ``config.chain`` to ``model`` with the plugins of ``registry``; see the module docstring."""
     from torchserve_perf.plugins.optimizations.auto import choose
     from torchserve_perf.plugins.optimizations.chain import FallbackRunner, run_chain
     from torchserve_perf.plugins.optimizations.parity import Reference, warmup_inputs
@@ -61,8 +62,8 @@ def optimize(model: torch.nn.Module, config: OptimizationConfig, example: Option
         return OptimizationResult(model=model)
     if example is None:
         raise missing_example_error()
+    config.check(registry)
     route_worker_warnings()
-    registry = registry or default_registry()
     started = time.perf_counter()
     name = runtime.model_name or "model"
     try:

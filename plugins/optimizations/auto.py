@@ -57,7 +57,7 @@ def candidates(model: nn.Module, config: OptimizationConfig, reference: Referenc
         reason = None
         for name in chain:
             try:
-                reason = registry.get(name).unavailable(model, step_context(name, config, reference, runtime))
+                reason = registry.get(name).unavailable(model, step_context(name, config, reference, runtime, registry))
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if reason:

@@ -27,8 +27,9 @@ class ChainOutcome:
     step_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def step_context(name: str, config: OptimizationConfig, reference: Reference, runtime: Runtime) -> StepContext:
-    return StepContext(runtime=runtime, options=config.options_for(name), inputs=tuple(reference.inputs),
+def step_context(name: str, config: OptimizationConfig, reference: Reference, runtime: Runtime,
+                 registry: Registry) -> StepContext:
+    return StepContext(runtime=runtime, options=config.options_for(name, registry), inputs=tuple(reference.inputs),
                        example=reference.largest)
 
 
@@ -46,7 +47,7 @@ def run_chain(model: nn.Module, chain: Sequence[str], reference: Reference, conf
         reason: Optional[str] = None
         candidate: Any = None
         try:
-            step = step_context(name, config, reference, runtime)
+            step = step_context(name, config, reference, runtime, registry)
             reason = _precondition(plugin, outcome, step)
             if reason is None:
                 with quiet_torch():

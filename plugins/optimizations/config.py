@@ -14,7 +14,7 @@ Built-in plugins read their options from a key named after them; third-party plu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from torchserve_perf.plugins.config import ConfigValueError, HandlerConfigError, build
 from torchserve_perf.plugins.optimizations.autocast import AutocastOptions
@@ -24,6 +24,9 @@ from torchserve_perf.plugins.optimizations.onnx_runtime import OnnxRuntimeOption
 from torchserve_perf.plugins.optimizations.quantize import QuantizeOptions
 from torchserve_perf.plugins.optimizations.tensorrt import TensorRTOptions
 from torchserve_perf.plugins.optimizations.torchscript import TorchScriptOptions
+
+if TYPE_CHECKING:
+    from torchserve_perf.plugins.optimizations.registry import Registry
 
 SECTION = "optimizations"
 
@@ -112,25 +115,24 @@ class OptimizationConfig:
             if enabled and not chain:
                 chain = ("compile",)
         object.__setattr__(self, "chain", chain)
-        if chain or self.auto.candidates or self.plugins:
-            self._check_names()
-
-    def _check_names(self) -> None:
-        from torchserve_perf.plugins.optimizations.registry import default_registry
-
-        registry = default_registry()
-        if "auto" in self.chain and self.chain != ("auto",):
-            raise ConfigValueError("chain", f"{list(self.chain)} mixes auto with other plugins",
+        if "auto" in chain and chain != ("auto",):
+            raise ConfigValueError("chain", f"{list(chain)} mixes auto with other plugins",
                                    "write chain: [auto] alone, and list chains to try under auto.candidates")
-        seen: set[str] = set()
-        for i, name in enumerate(self.chain):
-            if name == "auto":
-                continue
-            if name not in registry:
-                raise ConfigValueError(f"chain[{i}]", registry.unknown(name), "use a registered plugin name")
-            if name in seen:
+        for i, name in enumerate(chain):
+            if name in chain[:i]:
                 raise ConfigValueError(f"chain[{i}]", f"{name!r} appears twice", "list each plugin once")
-            seen.add(name)
+
+    def check(self, registry: Registry) -> None:
+        """Check plugin names and options against the registry the handler passes in (at load)."""
+        try:
+            self._check_names(registry)
+        except ConfigValueError as exc:
+            raise HandlerConfigError(f"{SECTION}.{exc.field}", exc.problem, exc.fix) from None
+
+    def _check_names(self, registry: Registry) -> None:
+        for i, name in enumerate(self.chain):
+            if name != "auto" and name not in registry:
+                raise ConfigValueError(f"chain[{i}]", registry.unknown(name), "use a registered plugin name")
         for i, candidate in enumerate(self.auto.candidates):
             for name in split_candidate(candidate):
                 if name not in registry:
@@ -145,15 +147,13 @@ class OptimizationConfig:
             if plugin.options_class is not None:
                 build(plugin.options_class, raw, f"{SECTION}.plugins.{name}")
 
-    def options_for(self, name: str) -> Any:
+    def options_for(self, name: str, registry: Registry) -> Any:
         """The validated options of plugin ``name`` (its defaults when none were given)."""
-        from torchserve_perf.plugins.optimizations.registry import default_registry
-
         if name == "compile" and self._pt2_compile is not None and self.compile == CompileOptions():
             return self._pt2_compile  # an explicit compile: section wins over the stock pt2: key
         if name in BUILTIN_OPTION_FIELDS:
             return getattr(self, name)
-        plugin = default_registry().get(name)
+        plugin = registry.get(name)
         if plugin.options_class is None:
             return None
         return build(plugin.options_class, self.plugins.get(name), f"{SECTION}.plugins.{name}")

@@ -11,7 +11,7 @@ import difflib
 import inspect
 import logging
 import re
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Union
 
 from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin
 
@@ -165,27 +165,14 @@ def _describe(plugin: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-_DEFAULT: Optional[Registry] = None
+def standard_registry(*, entry_points: bool = True) -> Registry:
+    """A new registry with the built-ins, then the installed entry points. There is no process-wide
+    registry: the handler makes one at load and passes it to whatever needs it."""
+    from torchserve_perf.plugins.optimizations.builtin import BUILTIN_PLUGINS
 
-
-def default_registry() -> Registry:
-    """The process-wide registry: built-ins, then entry points; made on first use (not at import)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        from torchserve_perf.plugins.optimizations.builtin import BUILTIN_PLUGINS
-
-        registry = Registry()
-        for plugin in BUILTIN_PLUGINS:
-            registry.register(plugin, origin="torchserve-perf (built in)")
+    registry = Registry()
+    for plugin in BUILTIN_PLUGINS:
+        registry.register(plugin, origin="torchserve-perf (built in)")
+    if entry_points:
         registry.load_entry_points()
-        _DEFAULT = registry
-    return _DEFAULT
-
-
-def register(plugin: PluginLike, *, replace: bool = False) -> OptimizationPlugin:
-    """Register a plugin programmatically (for example from a custom handler module)."""
-    return default_registry().register(plugin, replace=replace)
-
-
-def names(registry: Optional[Registry] = None) -> Iterable[str]:
-    return (registry or default_registry()).names()
+    return registry

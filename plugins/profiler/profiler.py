@@ -49,6 +49,9 @@ class BatchProfiler:
         self._steps: list[int] = []
         self._forced: list[int] = []
         self._marks: list[traces.PhaseMark] = []
+        self._action: Optional[Action] = None  # the current batch's scheduled action; None between batches
+        self._step_range: Optional[ContextManager[Any]] = None
+        self._phases: list[ContextManager[Any]] = []  # open phase ranges of the current batch
         if self.enabled:
             log.info("%s profiling to %s: %s", worker.name, self.directory, self.describe())
             self._warm_up_kineto()
@@ -65,31 +68,46 @@ class BatchProfiler:
     @contextlib.contextmanager
     def batch(self, size: int, force: bool = False) -> Iterator[bool]:
         """Wraps one handled batch; yields True when this batch is being recorded."""
+        self.start_batch(size, force)
+        try:
+            yield self.recording
+        finally:
+            self.finish_batch()
+
+    @property
+    def recording(self) -> bool:
+        """The current batch is being recorded into a trace."""
+        return self._step is not None
+
+    def start_batch(self, size: int, force: bool = False) -> None:
         if not self.enabled:
-            yield False
             return
         number = self.batches
         self.batches += 1
-        action = Action.NONE
-        step_range: Optional[ContextManager[Any]] = None
+        self._action = Action.NONE
         try:
-            action = action_for(number, self.schedule)
-            if self._begin(number, action, force and self.config.header, size):
-                step_range = record_function(f"{traces.STEP_PREFIX}{number}")
-                step_range.__enter__()
+            self._action = action_for(number, self.schedule)
+            if self._begin(number, self._action, force and self.config.header, size):
+                self._step_range = record_function(f"{traces.STEP_PREFIX}{number}")
+                self._step_range.__enter__()
         except Exception:
             self._failed("starting a profiled batch")
+
+    def finish_batch(self) -> None:
+        if self._action is None:
+            return  # no batch started (profiling off, or switched off since)
+        action, step_range = self._action, self._step_range
+        self._action, self._step_range = None, None
         try:
-            yield self._recording
-        finally:
-            try:
-                if step_range is not None:
-                    step_range.__exit__(None, None, None)
-                self._step = None
-                if self._recording and action in (Action.RECORD_AND_SAVE, Action.NONE):
-                    self._save()
-            except Exception:
-                self._failed("saving a trace")
+            while self._phases:  # a phase left open by an exception closes with its batch
+                self._phases.pop().__exit__(None, None, None)
+            if step_range is not None:
+                step_range.__exit__(None, None, None)
+            self._step = None
+            if self._recording and action in (Action.RECORD_AND_SAVE, Action.NONE):
+                self._save()
+        except Exception:
+            self._failed("saving a trace")
 
     def annotate(self, name: str, batch_size: int) -> ContextManager[Any]:
         """A range for one phase of the batch, with its batch size kept for the trace."""
@@ -99,6 +117,24 @@ class BatchProfiler:
         if _profiler_enabled():  # someone else's profiler is running: keep the range
             return record_function(name, args=f"batch_size={batch_size}")
         return _NULL
+
+    # ---- as a lifecycle observer (handlers/observers.py) ---------------------------------------
+    def batch_started(self, event: Any) -> None:
+        self.start_batch(event.size, force=event.profile_requested)
+
+    def phase_started(self, event: Any) -> None:
+        if self._step is None and not _profiler_enabled():
+            return  # the common case: nothing records, nothing to open
+        scope = self.annotate(event.name, event.size)
+        scope.__enter__()
+        self._phases.append(scope)
+
+    def phase_finished(self, event: Any) -> None:
+        if self._phases:
+            self._phases.pop().__exit__(None, None, None)
+
+    def batch_finished(self, event: Any) -> None:
+        self.finish_batch()
 
     def _begin(self, number: int, action: Action, force: bool, size: int) -> bool:
         record = self._recording or force or action in (Action.RECORD, Action.RECORD_AND_SAVE)
