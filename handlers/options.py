@@ -10,6 +10,15 @@ from typing import Literal, Optional
 
 from torchserve_perf.plugins.config import ConfigValueError
 
+MIB = 1024 * 1024
+
+
+def _check_limits(max_request_mb: float) -> None:
+    if not 0 < max_request_mb <= 1024:
+        raise ConfigValueError("max_request_mb", f"{max_request_mb} is outside (0, 1024]",
+                               "give the largest request body in MiB, e.g. 16")
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     resize: int = 256
@@ -18,8 +27,27 @@ class ImageOptions:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     topk: int = 5
     channels_last_input: bool = False
+    # Limits checked from the image header, before anything is decoded or resized (a 100-byte PNG can
+    # declare 1x6000 pixels, and resizing its short side to 256 would make 256x1,536,000).
+    max_pixels: int = 24_000_000  # decoded width x height; Pillow's own bomb limit is ~89 M (JSON 413 above)
+    max_aspect_ratio: float = 20.0  # long side / short side (JSON 422 above)
+    max_resized_pixels: int = 4_000_000  # the resized image before the crop (JSON 422 above)
+    max_request_mb: float = 16.0  # one request body (JSON 413 above); also sets TorchServe's max_request_size
+    # Pillow decoders a request may reach; fewer formats, fewer decoders exposed to hostile bytes.
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+    allow_non_finite: bool = False  # NaN/Inf in a .npy input or in the output: JSON 422 unless true
 
     def __post_init__(self) -> None:
+        _check_limits(self.max_request_mb)
+        if self.max_pixels < 1:
+            raise ConfigValueError("max_pixels", f"{self.max_pixels} is below 1", "give a pixel count, e.g. 24000000")
+        if self.max_resized_pixels < self.resize * self.resize:
+            raise ConfigValueError("max_resized_pixels", f"{self.max_resized_pixels} is below one "
+                                   f"{self.resize}x{self.resize} resized image", f"give at least {self.resize ** 2}")
+        if not self.formats:
+            raise ConfigValueError("formats", "no image format is accepted", "list formats, e.g. [JPEG, PNG]")
+        if self.max_aspect_ratio < 1:
+            raise ConfigValueError("max_aspect_ratio", f"{self.max_aspect_ratio} is below 1", "give 1 or more, e.g. 20")
         if self.crop < 1 or self.resize < self.crop:
             raise ConfigValueError("resize", f"resize={self.resize} must be at least crop={self.crop} (> 0)",
                                    "make resize >= crop")
@@ -37,8 +65,11 @@ class TextOptions:
     text_field: str = "text"
     # Pad every batch to a multiple of this, so compiled or exported graphs see few shapes.
     pad_to_multiple: int = 8
+    max_request_mb: float = 1.0  # one request body (JSON 413 above); also sets TorchServe's max_request_size
+    allow_non_finite: bool = False  # NaN/Inf in the output: JSON 422 unless true
 
     def __post_init__(self) -> None:
+        _check_limits(self.max_request_mb)
         if self.max_length < 2:
             raise ConfigValueError("max_length", f"{self.max_length} is below 2", "give at least 2")
         if self.vocab_size < 4:
@@ -52,8 +83,22 @@ class TensorOptions:
     input_shape: Optional[tuple[int, ...]] = None
     dtype: Literal["float32", "float64", "int64", "int32"] = "float32"
     input_field: str = "inputs"
+    # Shape of one row used only for warm-up and optimization checks, for models whose inputs vary.
+    example_shape: Optional[tuple[int, ...]] = None
+    max_request_mb: float = 16.0  # one request body (JSON 413 above); also sets TorchServe's max_request_size
+    max_elements: int = 16_000_000  # numbers in one request (JSON 413 above), checked before converting
+    allow_non_finite: bool = False  # NaN/Inf in the input or the output: JSON 422 unless true
 
     def __post_init__(self) -> None:
+        _check_limits(self.max_request_mb)
+        if self.max_elements < 1:
+            raise ConfigValueError("max_elements", f"{self.max_elements} is below 1", "give a positive count")
+        if self.example_shape is not None and self.input_shape is not None:
+            raise ConfigValueError("example_shape", "both input_shape and example_shape are set",
+                                   "give input_shape (checked on every request) or example_shape (warm-up only)")
+        if self.example_shape is not None and any(d < 1 for d in self.example_shape):
+            raise ConfigValueError("example_shape", f"{list(self.example_shape)} has a dimension below 1",
+                                   "give positive sizes, e.g. example_shape: [16]")
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
             raise ConfigValueError("input_shape", f"{list(self.input_shape)} has a dimension below 1",
                                    "give positive sizes, e.g. input_shape: [16]")

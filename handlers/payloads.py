@@ -1,4 +1,8 @@
-"""Turning request bodies into bytes, text, JSON and arrays, with a RequestError for anything malformed."""
+"""Turning request bodies into bytes, text, JSON and arrays, with a RequestError for anything malformed.
+
+The errors say what is wrong and where, never what the bytes were: the messages of numpy, json,
+base64 and the codecs quote the input, so they are rebuilt here (see handlers/validation.py).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ import base64
 import binascii
 import io
 import json
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from torchserve_perf.handlers.errors import RequestError
+from torchserve_perf.handlers.validation import safe_reason
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -22,7 +27,7 @@ def as_bytes(body: Any) -> bytes:
         return bytes(body)
     if isinstance(body, str):
         return body.encode("utf-8")
-    raise RequestError(f"expected a raw payload, got JSON {type(body).__name__}")
+    raise RequestError(f"expected a raw payload, got JSON {_json_kind(body)}")
 
 
 def as_json(body: Any) -> Any:
@@ -32,8 +37,21 @@ def as_json(body: Any) -> Any:
     raw = as_bytes(body).strip()
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"the body is not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:  # .msg is a fixed phrase; the document itself is left out
+        raise RequestError(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the body is not valid JSON: not UTF-8 {utf8_problem(exc)}") from None
+    except (ValueError, RecursionError) as exc:  # nesting too deep, numbers too long
+        raise RequestError(f"the body is not valid JSON: {safe_reason(exc)}") from None
+
+
+def utf8_problem(exc: UnicodeDecodeError) -> str:
+    """Where the UTF-8 broke and why, without the offending bytes (str(exc) quotes them)."""
+    return f"at byte {exc.start} ({exc.reason})"
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
 
 
 def looks_like_json(body: Any) -> bool:
@@ -49,12 +67,51 @@ def is_npy(body: Any) -> bool:
     return isinstance(body, (bytes, bytearray)) and bytes(body[:6]) == NPY_MAGIC
 
 
-def load_npy(body: bytes) -> np.ndarray:
+def load_npy(body: bytes, max_elements: Optional[int] = None) -> np.ndarray:
+    """Parse a .npy body without trusting its header: the shape must match the bytes that follow.
+
+    ``np.load`` allocates the array the header declares before reading the data, so a 100-byte
+    body declaring 10^10 numbers would ask for 80 GB; here the data is viewed in place instead.
+    """
+    stream = io.BytesIO(body)
     try:
-        # allow_pickle=False: a request must never run code.
-        return np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise RequestError(f"the .npy payload could not be read: {exc}") from None
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, MemoryError) as exc:
+        # numpy's messages quote the header (dtype strings, shapes): say which part failed instead.
+        raise RequestError(f"the .npy payload could not be read: {_npy_problem(exc)}") from None
+    if dtype.hasobject:  # allow_pickle stays off: a request must never run code
+        raise RequestError("the .npy payload could not be read: object arrays are refused")
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if max_elements is not None and count > max_elements:
+        raise RequestError(f"the .npy payload declares {count} numbers, over this model's limit of {max_elements} "
+                           "(max_elements)", 413)
+    data = memoryview(body)[stream.tell():]
+    if count * dtype.itemsize != len(data):
+        raise RequestError(f"the .npy payload could not be read: its header declares {count * dtype.itemsize} "
+                           f"bytes of data and {len(data)} follow")
+    array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
+    return array.copy()  # writable and C-ordered: torch.from_numpy warns on a read-only buffer
+
+
+def _npy_problem(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "pickle" in text or "object arrays" in text:
+        return "object arrays are refused (allow_pickle is off)"
+    if "descr" in text or "dtype" in text or "data type" in text:
+        return "its header names a dtype numpy does not accept"
+    if "shape" in text or "fortran_order" in text:
+        return "its header has an invalid shape or order"
+    if "header" in text or "magic" in text or "version" in text:
+        return "its header is malformed"
+    if isinstance(exc, MemoryError) or "cannot reshape" in text or "size" in text or isinstance(exc, EOFError):
+        return "the data does not match the shape in its header"
+    return f"{type(exc).__name__}"
 
 
 def b64decode(text: Any, field: str) -> bytes:
@@ -63,4 +120,13 @@ def b64decode(text: Any, field: str) -> bytes:
     try:
         return base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise RequestError(f"'{field}' is not valid base64: {exc}") from None
+        raise RequestError(f"'{field}' is not valid base64: {_base64_problem(exc)}") from None
+
+
+def _base64_problem(exc: BaseException) -> str:
+    text = str(exc)
+    if "ASCII" in text:
+        return "it has non-ASCII characters"
+    if "padding" in text.lower() or "multiple of 4" in text:
+        return "its length or padding is wrong"
+    return "it has characters outside the base64 alphabet"
