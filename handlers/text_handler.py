@@ -11,8 +11,9 @@ from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.options import TextOptions
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.labels import load_labels, top_k
-from torchserve_perf.handlers.payloads import as_bytes, as_json, looks_like_json
+from torchserve_perf.handlers.payloads import as_bytes, as_json, looks_like_json, utf8_problem
 from torchserve_perf.handlers.tokenizer import PAD_ID, tokenize
+from torchserve_perf.handlers.validation import check_request_size
 
 
 class TextClassifierHandler(PerfHandler):
@@ -30,6 +31,8 @@ class TextClassifierHandler(PerfHandler):
 
     def decode(self, body: Any, idx: int) -> torch.Tensor:
         opts: TextOptions = self.settings.options
+        if isinstance(body, (bytes, bytearray)):
+            check_request_size(len(body), opts.max_request_mb)
         if looks_like_json(body):
             payload = as_json(body)
             if not isinstance(payload, dict) or not isinstance(payload.get(opts.text_field), str):
@@ -39,7 +42,11 @@ class TextClassifierHandler(PerfHandler):
             try:
                 text = as_bytes(body).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise RequestError(f"the body is not UTF-8 text: {exc}") from None
+                raise RequestError(f"the body is not UTF-8 text: {utf8_problem(exc)}") from None
+        try:  # JSON's \ud800 escapes decode to lone surrogates, which have no UTF-8 form to tokenize
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(f"the text has an unpaired surrogate at character {exc.start}") from None
         if not text.strip():
             raise RequestError("the text is empty")
         return torch.tensor([tokenize(text, opts.vocab_size, opts.max_length)], dtype=torch.long)
