@@ -25,6 +25,7 @@ from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.loading import eval_mode, load_archived_model
 from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Observers, PhaseEvent
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
+from torchserve_perf.handlers.validation import allows_non_finite, non_finite_error
 from torchserve_perf.plugins import threads
 from torchserve_perf.plugins.metrics import WorkerMetrics
 from torchserve_perf.plugins.optimizations import OptimizationResult, Registry, Runtime, optimize, standard_registry
@@ -218,7 +219,11 @@ class PerfHandler(BaseHandler):
         batch = inferred.batch
         outputs: dict[int, Any] = {}
         rejected = dict(batch.rejected)
+        check_finite = not allows_non_finite(self.settings.options if self.settings else None)
         for part, request in zip(torch.split(output, list(batch.rows), dim=0), batch.requests):
+            if check_finite and (error := non_finite_error(part, "output")):  # NaN/Inf are not JSON: 422
+                rejected[request.index] = error
+                continue
             try:
                 outputs[request.index] = self.format_output(part, request)
             except RequestError as exc:  # e.g. an output that cannot be answered as JSON
