@@ -89,8 +89,10 @@ def _first_line(exc: BaseException) -> str:
 class FallbackRunner:
     """The optimized model, with eager as a safety net for inputs it was not checked on.
 
-    A batch the optimized model raises on is rerun eagerly; after ``limit`` failures the worker
-    stays on eager. Each switch is one WARNING.
+    A batch the optimized model raises on is rerun eagerly. Only a batch that eager then serves
+    counts against the optimized model: when eager fails too, the input was bad (a wrong shape, a
+    value the model refuses), eager's error goes to the caller and the optimization keeps its
+    place. After ``limit`` counted failures the worker stays on eager. Each switch is one WARNING.
     """
 
     def __init__(self, optimized: Callable[..., Any], eager: nn.Module, applied: Sequence[str], limit: int = 3) -> None:
@@ -98,19 +100,32 @@ class FallbackRunner:
         self.applied = list(applied)
         self.limit = limit
         self.failures = 0
+        self.bad_inputs = 0  # batches both models refused: not the optimization's fault
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.failures < self.limit:
-            try:
-                return self.optimized(*args, **kwargs)
-            except Exception as exc:
-                self.failures += 1
-                shapes = [list(a.shape) for a in args if isinstance(a, torch.Tensor)]
-                final = self.failures >= self.limit
-                log.warning("optimized model (%s) failed on input %s: %s: %s; %s", "+".join(self.applied), shapes,
-                            type(exc).__name__, _first_line(exc),
-                            "staying on eager from now on" if final else "ran this batch eagerly")
-        return self.eager(*args, **kwargs)
+        if self.failures >= self.limit:
+            return self.eager(*args, **kwargs)
+        try:
+            return self.optimized(*args, **kwargs)
+        except Exception as exc:
+            optimized_error = exc
+        try:
+            result = self.eager(*args, **kwargs)
+        except Exception:
+            self.bad_inputs += 1
+            log.info("optimized model (%s) and eager both refused an input %s; kept the optimization "
+                     "(%d counted failures of %d)", "+".join(self.applied), _shapes(args), self.failures, self.limit)
+            raise
+        self.failures += 1
+        final = self.failures >= self.limit
+        log.warning("optimized model (%s) failed on input %s where eager succeeded: %s: %s; %s",
+                    "+".join(self.applied), _shapes(args), type(optimized_error).__name__,
+                    _first_line(optimized_error), "staying on eager from now on" if final else "ran this batch eagerly")
+        return result
 
     def __repr__(self) -> str:
         return f"FallbackRunner({'+'.join(self.applied)}, failures={self.failures})"
+
+
+def _shapes(args: Sequence[Any]) -> list[list[int]]:
+    return [list(a.shape) for a in args if isinstance(a, torch.Tensor)]

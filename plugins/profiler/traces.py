@@ -22,8 +22,17 @@ PHASES = ("preprocess", "inference", "postprocess")
 STEP_PREFIX = "ProfilerStep#"
 
 
+_WARNED_OPEN: set[str] = set()
+
+
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` and any missing parents with mode 0700; existing directories are left alone."""
+    """Create ``path`` and any missing parents with mode 0700.
+
+    An existing ``path`` that others can read or write (e.g. 0777, made by someone else's umask or
+    an earlier tool) is tightened to 0700 when this user owns it; otherwise one WARNING per process
+    says so. Traces hold shapes, timings and stack frames: they are not for every local user.
+    Existing parents are left alone (``/tmp`` must stay as it is).
+    """
     path = Path(path).absolute()
     missing = []
     probe = path
@@ -36,7 +45,31 @@ def make_private_dir(path: Path) -> Path:
         except FileExistsError:  # another worker made it first
             continue
         os.chmod(directory, 0o700)  # mkdir's mode is narrowed by the umask, never widened
+    if path not in missing:
+        tighten(path)
     return path
+
+
+def tighten(directory: Path) -> None:
+    """Make an existing trace directory 0700, or warn once where that is not possible."""
+    try:
+        info = directory.stat()
+    except FileNotFoundError:
+        return
+    if not info.st_mode & 0o077:
+        return
+    if info.st_uid == os.geteuid():
+        try:
+            os.chmod(directory, 0o700)
+            log.info("trace directory %s was mode %o; tightened to 700", directory, info.st_mode & 0o777)
+            return
+        except OSError:
+            pass
+    if str(directory) not in _WARNED_OPEN:
+        _WARNED_OPEN.add(str(directory))
+        log.warning("trace directory %s is mode %o and not ours to change: other local users can read or "
+                    "replace its traces; give the profiler an output_dir of its own", directory,
+                    info.st_mode & 0o777)
 
 
 def trace_name(worker_name: str, now_ms: int) -> str:
