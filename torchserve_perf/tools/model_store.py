@@ -9,10 +9,7 @@ installed copy. ``--no-bundle`` leaves it out, for servers that have the package
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -20,13 +17,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import yaml
 
 from torchserve_perf.models.resnet18 import ResNet18
 from torchserve_perf.models.text_classifier import NUM_LABELS, TextClassifier
 from torchserve_perf.tools import paths
+from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive, stage_packages
 from torchserve_perf.tools.argparsing import command_parser
 
+# stage_packages is imported from here too (tests that call torch-model-archiver by hand).
 ARCHIVER = str(Path(sys.executable).with_name("torch-model-archiver"))
 TEXT_LABELS = ["negative", "neutral", "positive", "question"][:NUM_LABELS]
 
@@ -86,45 +84,20 @@ def seeded_state_dict(make_model: Callable[[], torch.nn.Module], seed: int = 0) 
     return make_model().eval().state_dict()
 
 
-def stage_packages(target: Path) -> None:
-    """Copy the ``torchserve_perf`` namespace a worker needs into ``target`` (an --extra-files folder)."""
-    import torchserve_perf
-
-    root = target / "torchserve_perf"
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(torchserve_perf.__file__, root / "__init__.py")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(paths.handlers_dir(), root / "handlers", ignore=ignore)
-    shutil.copytree(paths.plugins_dir(), root / "plugins", ignore=ignore)
-
-
 def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, name: Optional[str] = None,
                   model_config: Optional[dict] = None, archive_format: str = "default") -> Path:
-    """Archive one model; returns the .mar (or folder, for archive_format='no-archive')."""
+    """Archive one demo model through the same path as ``torchserve-perf archive``; returns the .mar
+    (or folder, for archive_format='no-archive')."""
     name = name or spec.name
     config = model_config if model_config is not None else spec.model_config
-    export_path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"stage-{name}-") as tmp:
-        work = Path(tmp)
-        weights = work / f"{name}.pt"
+    with tempfile.TemporaryDirectory(prefix=f"weights-{name}-") as tmp:
+        weights = Path(tmp) / f"{name}.pt"
         torch.save(seeded_state_dict(spec.make_model), weights)
-        extra = work / "extra"
-        extra.mkdir()
-        if bundle:
-            stage_packages(extra)
-        (extra / "index_to_name.json").write_text(json.dumps({str(i): label for i, label in enumerate(spec.labels)}))
-        config_path = work / "model-config.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        command = [
-            ARCHIVER, "--model-name", name, "--version", "1.0",
-            "--model-file", str(spec.model_file), "--serialized-file", str(weights),
-            "--handler", str(spec.handler), "--extra-files", str(extra),
-            "--config-file", str(config_path), "--export-path", str(export_path),
-            "--archive-format", archive_format, "--force",
-        ]
-        # The archiver stages in $TMPDIR/<model name>: a private TMPDIR lets builds run side by side.
-        subprocess.run(command, check=True, env={**os.environ, "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp})
-    return export_path / (f"{name}.mar" if archive_format == "default" else name)
+        plan = ArchivePlan(name=name, source=ModelSource("eager", weights, spec.model_file), handler=spec.handler,
+                           export_path=export_path, model_config=config,
+                           labels={str(i): label for i, label in enumerate(spec.labels)}, bundle=bundle,
+                           layout="mar" if archive_format == "default" else "folder", force=True)
+        return create_archive(plan)
 
 
 def build_stock_archive(export_path: Path, *, name: str = "resnet18_stock", model_config: Optional[dict] = None,
