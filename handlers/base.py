@@ -25,7 +25,7 @@ from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.loading import eval_mode, load_archived_model
 from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Observers, PhaseEvent
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
-from torchserve_perf.handlers.validation import allows_non_finite, non_finite_error
+from torchserve_perf.handlers.validation import allows_non_finite, json_safe, non_finite_count, non_finite_error
 from torchserve_perf.plugins import threads
 from torchserve_perf.plugins.metrics import WorkerMetrics
 from torchserve_perf.plugins.optimizations import OptimizationResult, Registry, Runtime, optimize, standard_registry
@@ -226,6 +226,8 @@ class PerfHandler(BaseHandler):
                 continue
             try:
                 outputs[request.index] = self.format_output(part, request)
+                if not check_finite and non_finite_count(part):  # allowed, and answered as null
+                    outputs[request.index] = json_safe(outputs[request.index])
             except RequestError as exc:  # e.g. an output that cannot be answered as JSON
                 rejected[request.index] = exc
         return Served(batch.size, outputs, rejected)

@@ -102,3 +102,27 @@ class TensorOptions:
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
             raise ConfigValueError("input_shape", f"{list(self.input_shape)} has a dimension below 1",
                                    "give positive sizes, e.g. input_shape: [16]")
+
+
+OPTIONS = {"image": ImageOptions, "text": TextOptions, "tensor": TensorOptions}
+# Room for a multipart form's framing and for base64 in JSON (4 bytes carry 3).
+FRAMING_BYTES = 64 * 1024
+
+
+def max_request_size(model_configs: list[dict]) -> int:
+    """TorchServe's ``max_request_size`` (bytes) for models with these model-config.yaml contents.
+
+    The largest ``max_request_mb`` of their image:, text: and tensor: sections (defaults where
+    absent), as base64 in JSON, plus framing: the frontend then refuses only bodies no handler
+    would accept (with a 413 and an empty body); smaller ones over a model's own limit get the
+    handler's JSON 413.
+    """
+    from torchserve_perf.plugins.config import build
+
+    largest = 0.0
+    for config in model_configs:
+        section = (config or {}).get("handler") or {}
+        present = [name for name in OPTIONS if name in section] or list(OPTIONS)
+        for name in present:
+            largest = max(largest, build(OPTIONS[name], section.get(name), name).max_request_mb)
+    return int(largest * MIB * 4 / 3) + FRAMING_BYTES

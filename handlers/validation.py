@@ -69,3 +69,14 @@ def check_request_size(size: int, max_request_mb: float) -> None:
     if size > limit:
         raise RequestError(f"the request body is {size} bytes, over this model's limit of {limit} bytes "
                            "(max_request_mb)", 413)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and ±Inf as null: what a model allowed to emit them answers (``NaN`` is not JSON)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
