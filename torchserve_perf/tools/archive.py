@@ -295,11 +295,8 @@ def verify_model(plan: ArchivePlan, input_shape: Optional[Sequence[int]], dtype:
 # ---- building -----------------------------------------------------------------------------------
 def archiver() -> str:
     """The torch-model-archiver beside this interpreter (a venv's), else the one on PATH."""
-    beside = Path(sys.executable).with_name("torch-model-archiver")
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("torch-model-archiver")
-    if not found:
+    found = paths.console_script("torch-model-archiver")
+    if not Path(found).is_file():
         raise ArchiveError("torch-model-archiver is not installed; pip install torch-model-archiver")
     return found
 

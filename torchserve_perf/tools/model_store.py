@@ -25,7 +25,7 @@ from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archi
 from torchserve_perf.tools.argparsing import command_parser
 
 # stage_packages is imported from here too (tests that call torch-model-archiver by hand).
-ARCHIVER = str(Path(sys.executable).with_name("torch-model-archiver"))
+ARCHIVER = paths.console_script("torch-model-archiver")
 TEXT_LABELS = ["negative", "neutral", "positive", "question"][:NUM_LABELS]
 
 

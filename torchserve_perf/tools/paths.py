@@ -6,6 +6,8 @@ Found from the modules themselves, never from a checkout's layout, so the tools 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 
@@ -40,3 +42,12 @@ def metrics_yaml() -> Path:
 def results_dir(*parts: str) -> Path:
     """Default output folder: ``results/`` under the current directory (a checkout's is git-ignored)."""
     return Path("results").joinpath(*parts)
+
+
+def console_script(name: str) -> str:
+    """A console script beside this interpreter (a venv's own), else the one on PATH. TorchServe's
+    workers run under the interpreter of the ``torchserve`` found, so the one beside ours comes first."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.is_file():
+        return str(beside)
+    return shutil.which(name) or str(beside)

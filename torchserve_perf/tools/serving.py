@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import psutil
 import requests
 
+from torchserve_perf.tools import paths
+
 if TYPE_CHECKING:
     from torchserve_perf.tools.loadgen import HttpSender
 
-TORCHSERVE = str(Path(sys.executable).with_name("torchserve"))
+
+TORCHSERVE = paths.console_script("torchserve")
 
 
 def free_port() -> int:
