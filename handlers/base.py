@@ -27,6 +27,7 @@ from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Obse
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
 from torchserve_perf.handlers.validation import allows_non_finite, json_safe, non_finite_count, non_finite_error
 from torchserve_perf.plugins import threads
+from torchserve_perf.plugins.decode_pool import DecodePool, Failure
 from torchserve_perf.plugins.metrics import WorkerMetrics
 from torchserve_perf.plugins.optimizations import OptimizationResult, Registry, Runtime, optimize, standard_registry
 from torchserve_perf.plugins.profiler import BatchProfiler
@@ -48,6 +49,7 @@ class PerfHandler(BaseHandler):
         self.worker: Optional[WorkerIdentity] = None
         self.runner: Any = None
         self.observers = Observers()
+        self.decode_pool = DecodePool(1)  # inline until initialize sizes it from the thread budget
 
     # ---- load -------------------------------------------------------------------------------
     def initialize(self, context: Any) -> None:
@@ -59,6 +61,8 @@ class PerfHandler(BaseHandler):
         self.worker = WorkerIdentity.from_context(context)
         self.device = self.select_device(context)
         self.thread_decision = self.apply_thread_policy()
+        self.decode_pool = DecodePool.for_worker(self.settings.decode, self.thread_decision.intra_op,
+                                                 int(context.system_properties.get("batch_size") or 1))
         self.model = eval_mode(self.load_model(context))
         self.optimization = self.optimize_model(registry)
         self.runner = self.optimization.model
@@ -186,20 +190,22 @@ class PerfHandler(BaseHandler):
         """Decode each request; bad ones are set aside with their error, the rest collated."""
         accepted: list[Decoded] = []
         rejected: dict[int, RequestError] = {}
-        for idx, row in enumerate(data):
-            try:
-                decoded = self.decode(request_body(row), idx)
-            except RequestError as exc:
-                rejected[idx] = exc
-                continue
-            except Exception as exc:  # the exception's text may quote the request: name its type only
-                rejected[idx] = RequestError(f"could not decode the request ({type(exc).__name__})")
+        for idx, decoded in enumerate(self.decode_all([request_body(row) for row in data])):
+            if isinstance(decoded, Failure):
+                exc = decoded.error  # its text may quote the request: name its type only
+                rejected[idx] = exc if isinstance(exc, RequestError) else RequestError(
+                    f"could not decode the request ({type(exc).__name__})")
                 continue
             accepted.append(decoded if isinstance(decoded, Decoded) else Decoded(idx, decoded))
         if not accepted:
             return Batch(len(data), rejected=rejected)
         inputs = self.collate([r.tensor for r in accepted]).to(self.device)
         return Batch(len(data), tuple(accepted), inputs, rejected)
+
+    def decode_all(self, bodies: list[Any]) -> list[Any]:
+        """Every body decoded, in order (on the decode pool's threads when it has several);
+        a body whose decode raised gets a :class:`Failure` in its place, so it fails alone."""
+        return self.decode_pool.map(self.decode, bodies)
 
     def decode(self, body: Any, idx: int) -> torch.Tensor | Decoded:
         raise NotImplementedError

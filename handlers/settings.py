@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from torchserve_perf.plugins.config import HandlerConfigError, apply_env_overrides, build
+from torchserve_perf.plugins.decode_pool import DecodeConfig
 from torchserve_perf.plugins.metrics import MetricsConfig
 from torchserve_perf.plugins.optimizations import OptimizationConfig, Registry
 from torchserve_perf.plugins.profiler import ProfilerConfig
@@ -17,6 +18,7 @@ COMPONENTS: Mapping[str, type] = {
     "optimizations": OptimizationConfig,
     "profiler": ProfilerConfig,
     "metrics": MetricsConfig,
+    "decode": DecodeConfig,
 }
 
 
@@ -27,6 +29,7 @@ class HandlerSettings:
     profiler: ProfilerConfig
     metrics: MetricsConfig
     options: Any  # the handler's own section (image:, text:, tensor:), or None
+    decode: DecodeConfig = DecodeConfig()
 
 
 def load_settings(model_yaml_config: Optional[Mapping[str, Any]], environ: Mapping[str, str],

@@ -187,6 +187,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "TS_PERF_OPTIMIZATIONS": "optimizations.chain",
     "TS_PERF_METRICS": "metrics.enabled",
     "TS_PERF_PROFILER_DIR": "profiler.output_dir",
+    "TS_PERF_DECODE_THREADS": "decode.threads",
 }
 
 
