@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt requirements-kserve.txt setup.py
 	@scripts/ensure_java.sh
+	@scripts/ensure_prometheus.sh
+	PYTHON=$(PYTHON) scripts/ensure_kserve_env.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	# The development install is editable: torchserve_perf.* maps onto handlers/, plugins/, ... (setup.py).

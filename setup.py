@@ -46,6 +46,8 @@ setup(
         "onnx": ["onnx", "onnxscript", "onnxruntime"],
         # Plots, the TensorBoard profiler plugin, Prometheus parsing and the LitServe comparison.
         "tools": ["matplotlib", "torch-tb-profiler", "tensorboard", "prometheus_client", "litserve"],
+        # A v2 (Open Inference Protocol) client and offline Kubernetes manifest checks (docs/kubernetes.md).
+        "kubernetes": ["tritonclient[http]", "kubernetes-validate"],
     },
     entry_points={
         "console_scripts": ["torchserve-perf = torchserve_perf.cli:main"],
