@@ -112,6 +112,8 @@ def build_stock_archive(export_path: Path, *, name: str = "resnet18_stock", mode
 
 def write_server_config(store: Path) -> Path:
     """model_store/config.properties: loopback, Prometheus metrics, our metrics declarations."""
+    from torchserve_perf.handlers.options import max_request_size
+
     metrics_yaml = store / "metrics.yaml"
     shutil.copy2(paths.metrics_yaml(), metrics_yaml)
     props = {
@@ -123,6 +125,8 @@ def write_server_config(store: Path) -> Path:
         "model_store": str(store.resolve()),
         "load_models": "all",
         "install_py_dep_per_model": "false",
+        # The frontend refuses larger bodies with a 413 and an empty body (docs/security.md).
+        "max_request_size": str(max_request_size([spec.model_config for spec in default_specs()])),
     }
     path = store / "config.properties"
     path.write_text("# Written by torchserve-perf (model store build)\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
