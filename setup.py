@@ -48,6 +48,8 @@ setup(
         "tools": ["matplotlib", "torch-tb-profiler", "tensorboard", "prometheus_client", "litserve"],
         # A v2 (Open Inference Protocol) client and offline Kubernetes manifest checks (docs/kubernetes.md).
         "kubernetes": ["tritonclient[http]", "kubernetes-validate"],
+        # The fuzzer (tests/test_fuzz.py, make fuzz) and the dependency audit (make audit).
+        "reliability": ["hypothesis", "pip-audit"],
     },
     entry_points={
         "console_scripts": ["torchserve-perf = torchserve_perf.cli:main"],
