@@ -15,7 +15,9 @@ The rules, and why:
   2-core tuner runs for ResNet-18), at most ``MAX_BATCH``.
 - Max batch delay: a lone request must not wait for batch-mates. Under load batches fill from the
   queue without waiting, so the delay only needs to cover a client's turnaround: 5% of the
-  latency, at most ``MAX_DELAY_MS``; 0 when the latency is unknown.
+  latency, at least ``MIN_DELAY_MS`` and at most ``MAX_DELAY_MS``; ``MIN_DELAY_MS`` when the
+  latency is unknown. Never 0: TorchServe 0.12 reads a model-config ``maxBatchDelay: 0`` as unset
+  and waits its default 100 ms (ModelManager keeps only values > 0).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ BATCH_BUDGET_MS = 100.0
 MAX_BATCH = 8
 GPU_BATCH = 16
 MAX_DELAY_MS = 5
+MIN_DELAY_MS = 1  # the smallest delay TorchServe honours (0 means its default, 100 ms)
 UNKNOWN_LATENCY_BATCH = 2
 
 
@@ -59,7 +62,9 @@ def host_defaults(cores: int, gpus: int = 0, models: int = 1, latency_ms: Option
             batch = UNKNOWN_LATENCY_BATCH
         else:
             batch = int(max(1, min(MAX_BATCH, BATCH_BUDGET_MS // latency_ms)))
-    delay = 0 if latency_ms is None or latency_ms <= 0 else int(min(MAX_DELAY_MS, round(0.05 * latency_ms)))
+    delay = MIN_DELAY_MS
+    if latency_ms is not None and latency_ms > 0:
+        delay = int(max(MIN_DELAY_MS, min(MAX_DELAY_MS, round(0.05 * latency_ms))))
     intra = max(1, share // workers)
     latency = "unknown latency" if latency_ms is None else f"{latency_ms:g} ms per item"
     gpu_note = f", {number_of_gpu} of {gpus} GPUs" if gpus else ""
