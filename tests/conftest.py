@@ -99,3 +99,19 @@ def torchserve_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cal
 def served(model_store: Path, torchserve_factory: Callable[..., serving.TorchServe]) -> serving.TorchServe:
     """One real TorchServe serving both demo archives, shared by the end-to-end tests."""
     return torchserve_factory(model_store, ready_models=["resnet18", "text_classifier"])
+
+
+# Batch 4 with a delay, so concurrent requests share a batch; one worker each keeps the server small.
+KSERVE_MODEL_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 300, "responseTimeout": 120}
+
+
+@pytest.fixture(scope="session")
+def kserve_served(tmp_path_factory: pytest.TempPathFactory,
+                  torchserve_factory: Callable[..., serving.TorchServe]) -> serving.TorchServe:
+    """Both demo archives, batching on, one worker each; shared by the v2 and Prometheus tests."""
+    store = tmp_path_factory.mktemp("kserve_store")
+    for spec in default_specs():
+        handler_section = {"handler": spec.model_config["handler"]} if "handler" in spec.model_config else {}
+        build_archive(spec, store, model_config={**KSERVE_MODEL_CONFIG, **handler_section})
+    write_server_config(store)
+    return torchserve_factory(store, ready_models=[s.name for s in default_specs()])
