@@ -99,6 +99,7 @@ def tiny_image_handler(tmp_path: Path, handler_config: dict, batch_size: int = 4
     from torchserve_perf.handlers.image_handler import ImageClassifierHandler
     from tests.conftest import RequestContext, write_model_dir
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     model_file = tmp_path / "tiny_cnn.py"
     model_file.write_text(TINY_CNN)
     torch.manual_seed(0)
