@@ -119,3 +119,34 @@ def test_report_renders_every_system_and_goal() -> None:
 def test_config_rejects_unknown_systems(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown systems"):
         compare.CompareConfig(1, 0, (1,), ("nope",), tmp_path, True, False, tmp_path, tmp_path)
+
+
+def test_defaults_goals_at_every_concurrency() -> None:
+    cs = (1, 4, 8)
+    results = {
+        "stock_default": _system("stock_default", {1: 30.0, 4: 8.0, 8: 9.0}, {1: 50.0, 4: 900.0, 8: 1900.0}),
+        "stock_guided": _system("stock_guided", {1: 20.0, 4: 25.0, 8: 25.0}, {1: 60.0, 4: 300.0, 8: 500.0}),
+        "ours_default": _system("ours_default", {1: 31.0, 4: 34.0, 8: 30.0}, {1: 45.0, 4: 250.0, 8: 520.0}),
+    }
+    goals = {g["concurrency"]: g for g in compare.defaults_goals(results, cs)}
+    # 1 client: against the better stock (stock defaults here), p99 45 <= 50.
+    assert goals[1]["against"] == "stock_default" and goals[1]["value"] == 1.03 and goals[1]["passed"] is True
+    assert goals[4]["against"] == "stock_guided" and goals[4]["value"] == 1.36 and goals[4]["passed"] is True
+    assert goals[8]["value"] == 1.2 and goals[8]["passed"] is False  # below 1.3x, and p99 520 > 500
+    results["ours_default"].runs[1]["p99_ms"] = 51.0
+    assert compare.defaults_goals(results, cs)[0]["passed"] is False  # faster but a worse p99 fails
+    del results["stock_default"]
+    assert compare.defaults_goals(results, cs)[0]["against"] == "stock_guided"
+    ratios = compare.defaults_ratios(results, cs)
+    assert ratios["stock_guided"]["4"] == {"throughput": 1.36, "p99": pytest.approx(0.83, abs=0.01)}
+    assert ratios["stock_default"]["4"] == {"throughput": None, "p99": None}
+    report = {
+        "created": "now", "machine": {"cores": 2, "cpu": "cpu"}, "quick": True, "seconds": 3, "warmup": 1,
+        "concurrencies": list(cs), "payload": {"name": "payload.jpg", "bytes": 1000}, "raw": None,
+        "systems": {k: r.as_dict() for k, r in results.items()}, "ratios": compare.ratios(results, None, cs),
+        "defaults_ratios": ratios, "goals": compare.defaults_goals(results, cs), "tuned_source": "-",
+        "client_ceiling": {}, "client_notes": [], "command": "c",
+    }
+    text = compare.render(report)
+    assert "## Ours (defaults) against stock" in text and "ours tuned vs" not in text
+    assert "| stock TorchServe, 1 thread/worker | 1.55x (p99 0.85x) | 1.36x (p99 0.83x) | 1.20x (p99 1.04x) |" in text

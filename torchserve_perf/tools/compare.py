@@ -394,6 +394,42 @@ def goals(results: dict[str, SystemResult], raw: Optional[dict], concurrencies: 
     return rows
 
 
+STOCKS = ("stock_default", "stock_guided")
+
+
+def better_stock(results: dict[str, SystemResult], c: int) -> Optional[str]:
+    """The stock setting with more throughput at ``c`` clients (None when neither ran)."""
+    measured = [(t, key) for key in STOCKS if (t := _get(results, key, c, "throughput_rps")) is not None]
+    return max(measured)[1] if measured else None
+
+
+def defaults_goals(results: dict[str, SystemResult], concurrencies: Sequence[int]) -> list[dict]:
+    """Issue 11: ours with shipped defaults, at every concurrency. At 1 client >= 1.0x the better stock
+    setting; at more, >= 1.3x stock with one thread per worker; p99 no worse in both."""
+    rows = []
+    for c in concurrencies:
+        other = better_stock(results, c) if c == 1 else "stock_guided"
+        target = 1.0 if c == 1 else 1.3
+        ours_t, ours_p = _get(results, "ours_default", c, "throughput_rps"), _get(results, "ours_default", c, "p99_ms")
+        their_t = _get(results, other, c, "throughput_rps") if other else None
+        their_p = _get(results, other, c, "p99_ms") if other else None
+        r = ratio(ours_t, their_t)
+        p99_ok = None if ours_p is None or their_p is None else ours_p <= their_p
+        name = f"ours defaults vs {TITLES[other] if other else 'stock'}" + (" (the better stock)" if c == 1 else "")
+        rows.append({"goal": f"{name}, throughput (p99 {_f(ours_p, 0)} vs {_f(their_p, 0)} ms)", "value": r,
+                     "target": f">= {target:g}x, p99 <=", "concurrency": c, "against": other,
+                     "passed": None if r is None or p99_ok is None else (r >= target and p99_ok)})
+    return rows
+
+
+def defaults_ratios(results: dict[str, SystemResult], concurrencies: Sequence[int]) -> dict:
+    """ours_default's throughput and p99 as ratios of each stock setting, per concurrency."""
+    return {other: {str(c): {"throughput": ratio(_get(results, "ours_default", c, "throughput_rps"),
+                                                 _get(results, other, c, "throughput_rps")),
+                             "p99": ratio(_get(results, "ours_default", c, "p99_ms"), _get(results, other, c, "p99_ms"))}
+                    for c in concurrencies} for other in STOCKS}
+
+
 def client_notes(results: dict[str, SystemResult], ceilings: dict[int, LoadResult]) -> list[str]:
     notes = []
     for system in results.values():
@@ -452,14 +488,15 @@ def render(report: dict) -> str:
                          + (f" ({sum(run['errors'].values())} errors)" if run["errors"] else ""))
         lines.append(f"| {system['title']} | {system['settings']} | " + " | ".join(cells) + " |")
 
-    lines += ["", "## Ours (tuned) against the others", "",
-              "Throughput ratio (and p99 ratio: below 1 means ours answers faster) per concurrency.", "",
-              "| ours tuned vs | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in cs) + " |",
-              "|---|" + "---:|" * len(cs)]
+    if "ours_tuned" in report["systems"]:
+        lines += ["", "## Ours (tuned) against the others", "",
+                  "Throughput ratio (and p99 ratio: below 1 means ours answers faster) per concurrency.", "",
+                  "| ours tuned vs | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in cs) + " |",
+                  "|---|" + "---:|" * len(cs)]
     names = {"stock_default": TITLES["stock_default"], "stock_guided": TITLES["stock_guided"],
              "ours_default": TITLES["ours_default"], "litserve": TITLES["litserve"],
              "raw_optimized": "in-process limit (fastest variant)", "raw_eager": "in-process limit, eager"}
-    for key, per_c in report["ratios"].items():
+    for key, per_c in (report["ratios"] if "ours_tuned" in report["systems"] else {}).items():
         cells = []
         for c in cs:
             cell = per_c.get(str(c), {})
@@ -469,6 +506,15 @@ def render(report: dict) -> str:
             cells.append(text)
         lines.append(f"| {names[key]} | " + " | ".join(cells) + " |")
 
+    if report.get("defaults_ratios"):
+        lines += ["", "## Ours (defaults) against stock", "",
+                  "Throughput ratio (and p99 ratio: below 1 means ours answers faster) per concurrency.", "",
+                  "| ours defaults vs | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in cs) + " |",
+                  "|---|" + "---:|" * len(cs)]
+        for key, per_c in report["defaults_ratios"].items():
+            cells = [f"{_f(per_c.get(str(c), {}).get('throughput'), 2, 'x')} "
+                     f"(p99 {_f(per_c.get(str(c), {}).get('p99'), 2, 'x')})" for c in cs]
+            lines.append(f"| {TITLES[key]} | " + " | ".join(cells) + " |")
     lines += ["", "## Goals", "", "| goal | at | measured | target | met |", "|---|---|---:|---|---|"]
     for g in report["goals"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[g["passed"]]
@@ -559,7 +605,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "raw": raw,
         "systems": {k: r.as_dict() for k, r in results.items()},
         "ratios": ratios(results, raw, cfg.concurrencies),
-        "goals": goals(results, raw, cfg.concurrencies) if "ours_tuned" in results else [],
+        "defaults_ratios": defaults_ratios(results, cfg.concurrencies) if "ours_default" in results else {},
+        "goals": (goals(results, raw, cfg.concurrencies) if "ours_tuned" in results else [])
+        + (defaults_goals(results, cfg.concurrencies) if "ours_default" in results else []),
         "client_ceiling": {str(c): r.summary() for c, r in sorted(ceilings.items())},
         "client_notes": client_notes(results, ceilings),
         "command": command,
