@@ -7,7 +7,8 @@ request's rows of output -> a JSON-able result). Each step takes a value and ret
 rejected requests with their errors), ``inference`` an :class:`Inferred`, ``postprocess`` a
 :class:`Served`. A batch that fails as a whole is retried one request at a time through the same
 phases, so a bad request fails alone. Metrics and the profiler watch through observers
-(handlers/observers.py) and can never fail a request.
+(handlers/observers.py) and can never fail a request. Open Inference Protocol (v2) requests are
+read and answered per request (handlers/v2.py): ``decode_v2`` and ``format_v2``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from torchserve_perf.handlers import v2
 from torchserve_perf.handlers.batch import Batch, Decoded, Inferred, Served
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.loading import eval_mode, load_archived_model
@@ -42,6 +44,9 @@ T = TypeVar("T")
 class PerfHandler(BaseHandler):
     options_section: ClassVar[Optional[str]] = None
     options_class: ClassVar[Optional[type]] = None
+    # v2: the input this handler reads (None: the request's only input) and the datatypes it takes (None: any).
+    v2_input: ClassVar[Optional[str]] = None
+    v2_datatypes: ClassVar[Optional[frozenset]] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +60,8 @@ class PerfHandler(BaseHandler):
     def initialize(self, context: Any) -> None:
         self.context = context
         self.manifest = context.manifest
+        # TorchServe's kservev2 envelope would hand us only a batch's first request: we speak v2 ourselves.
+        self.envelope = v2.take_over_envelope(context, self.handle)
         registry = self.optimization_registry()
         self.settings = load_settings(context.model_yaml_config, os.environ, self.options_section,
                                       self.options_class, registry)
@@ -163,7 +170,7 @@ class PerfHandler(BaseHandler):
                 inferred = self.phase("inference", 1, lambda: self.inference(alone), retry=True)
                 served = served.merged(self.phase("postprocess", 1, lambda: self.postprocess(inferred), retry=True))
             except Exception as exc:
-                served = served.merged(Served(batch.size, rejected={request.index: model_error(exc)}))
+                served = served.merged(Served(batch.size, rejected={request.index: for_request(model_error(exc), request)}))
         return served
 
     def phase(self, name: str, size: int, step: Callable[[], T], retry: bool = False) -> T:
@@ -205,10 +212,46 @@ class PerfHandler(BaseHandler):
     def decode_all(self, bodies: list[Any]) -> list[Any]:
         """Every body decoded, in order (on the decode pool's threads when it has several);
         a body whose decode raised gets a :class:`Failure` in its place, so it fails alone."""
-        return self.decode_pool.map(self.decode, bodies)
+        return self.decode_pool.map(self.decode_request, bodies)
+
+    def decode_request(self, body: Any, idx: int) -> torch.Tensor | Decoded:
+        """A v2 request through ``decode_v2`` (its errors v2-shaped), any other body through ``decode``."""
+        try:
+            request = v2.parse(body)
+        except RequestError as exc:
+            raise v2.as_v2_error(exc) from None
+        if request is None:
+            return self.decode(body, idx)
+        try:
+            return self.decode_v2(request, idx)
+        except RequestError as exc:
+            raise v2.as_v2_error(exc) from None
+        except Exception as exc:  # its text may quote the request: name its type only
+            raise v2.V2Error(f"could not decode the request ({type(exc).__name__})") from None
 
     def decode(self, body: Any, idx: int) -> torch.Tensor | Decoded:
         raise NotImplementedError
+
+    def decode_v2(self, request: v2.V2Request, idx: int) -> Decoded:
+        """A v2 request's input through the handler's own ``decode``: each BYTES element as a body
+        (``v2_bytes``), a numeric tensor as a .npy body. The request rides along for ``format_v2``."""
+        item = request.input(self.v2_input)
+        if self.v2_datatypes is not None and item.datatype not in self.v2_datatypes:
+            raise RequestError(f"input '{item.name}': this model takes {sorted(self.v2_datatypes)}, got {item.datatype}")
+        if item.is_bytes:
+            if not item.data:
+                raise RequestError(f"input '{item.name}' holds no elements")
+            parts = [self.decode(self.v2_bytes(element), idx) for element in item.data]
+            tensors = [p.tensor if isinstance(p, Decoded) else p for p in parts]
+            return Decoded(idx, tensors[0] if len(tensors) == 1 else self.collate(tensors), {v2.META_KEY: request})
+        decoded = self.decode(v2.npy_body(item.data), idx)
+        if isinstance(decoded, Decoded):
+            return Decoded(idx, decoded.tensor, {**decoded.meta, v2.META_KEY: request})
+        return Decoded(idx, decoded, {v2.META_KEY: request})
+
+    def v2_bytes(self, element: bytes) -> bytes:
+        """One BYTES element as the body ``decode`` reads (the image handler takes base64 here)."""
+        return element
 
     def collate(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(tensors, dim=0)
@@ -228,19 +271,32 @@ class PerfHandler(BaseHandler):
         check_finite = not allows_non_finite(self.settings.options if self.settings else None)
         for part, request in zip(torch.split(output, list(batch.rows), dim=0), batch.requests):
             if check_finite and (error := non_finite_error(part, "output")):  # NaN/Inf are not JSON: 422
-                rejected[request.index] = error
+                rejected[request.index] = for_request(error, request)
                 continue
             try:
-                outputs[request.index] = self.format_output(part, request)
+                outputs[request.index] = self.answer(part, request)
                 if not check_finite and non_finite_count(part):  # allowed, and answered as null
                     outputs[request.index] = json_safe(outputs[request.index])
             except RequestError as exc:  # e.g. an output that cannot be answered as JSON
-                rejected[request.index] = exc
+                rejected[request.index] = for_request(exc, request)
         return Served(batch.size, outputs, rejected)
+
+    def answer(self, output: torch.Tensor, request: Decoded) -> Any:
+        """One request's response: a v2 response for a v2 request, else ``format_output``'s."""
+        v2_request = request.meta.get(v2.META_KEY)
+        if v2_request is None:
+            return self.format_output(output, request)
+        return v2.response(self.worker.model_name if self.worker else "", self.manifest["model"].get("modelVersion"),
+                           v2_request.id or self.context.get_request_id(request.index),
+                           self.format_v2(output, request), v2_request.outputs)
 
     def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
         """One request's rows of output -> its JSON-able response."""
         return output.tolist()
+
+    def format_v2(self, output: torch.Tensor, request: Decoded) -> list[v2.V2Output]:
+        """One v2 request's rows of output -> its v2 outputs (default: the model's output as ``output``)."""
+        return [v2.tensor_output("output", output)]
 
     def respond(self, served: Served, context: Any) -> list:
         """One response per request, in batch order; rejected requests get their own status."""
@@ -262,6 +318,11 @@ class PerfHandler(BaseHandler):
                         served.size, len(served.outputs), "; ".join(
                             f"request {i}: {e.status} {e.message}" for i, e in sorted(served.rejected.items())))
         return responses
+
+
+def for_request(error: RequestError, request: Decoded) -> RequestError:
+    """A v2 request's error is v2-shaped (``{"error": ...}``); others keep ours."""
+    return v2.as_v2_error(error) if v2.META_KEY in request.meta else error
 
 
 def model_error(exc: Exception) -> RequestError:

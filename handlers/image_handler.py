@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from torchserve_perf.handlers import imaging
+from torchserve_perf.handlers import imaging, v2
 from torchserve_perf.handlers.base import PerfHandler
 from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.options import ImageOptions
@@ -92,3 +92,9 @@ class ImageClassifierHandler(PerfHandler):
     def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
         predictions = [top_k(row, self.labels, self.settings.options.topk) for row in output]
         return predictions[0] if len(predictions) == 1 else predictions
+
+    def v2_bytes(self, element: bytes) -> bytes:
+        return v2.b64_or_raw(element)  # JSON can carry an image only as base64 text
+
+    def format_v2(self, output: torch.Tensor, request: Decoded) -> list[v2.V2Output]:
+        return v2.classification_outputs([top_k(row, self.labels, self.settings.options.topk) for row in output])

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import torch
 
+from torchserve_perf.handlers import v2
 from torchserve_perf.handlers.base import PerfHandler
 from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.options import TextOptions
@@ -19,6 +20,7 @@ from torchserve_perf.handlers.validation import check_request_size
 class TextClassifierHandler(PerfHandler):
     options_section = "text"
     options_class = TextOptions
+    v2_datatypes = frozenset({"BYTES"})  # v2: one text per BYTES element
 
     def initialize(self, context: Any) -> None:
         self.labels = load_labels(context.system_properties["model_dir"])
@@ -63,6 +65,9 @@ class TextClassifierHandler(PerfHandler):
 
     def format_output(self, output: torch.Tensor, request: Decoded) -> Any:
         return top_k(output[0], self.labels, self.settings.options.topk)
+
+    def format_v2(self, output: torch.Tensor, request: Decoded) -> list[v2.V2Output]:
+        return v2.classification_outputs([top_k(row, self.labels, self.settings.options.topk) for row in output])
 
 
 def _round_up(value: int, multiple: int) -> int:
