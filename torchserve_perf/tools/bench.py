@@ -5,12 +5,17 @@ Reports p50/p90/p95/p99/p99.9, throughput and errors per run, checks that the cl
 bottleneck (its own ceiling against a trivial loopback endpoint, and its CPU time per request),
 and writes bench.json, bench.md and bench.png (latency CDF, throughput against concurrency).
 
-Target either a running server (``--url`` plus ``--key-file`` or ``--token``) or let the script
+Target either a running server (``--url`` plus ``--key-file`` or ``--token``) or let the command
 start one from a model store (``--model-store``), e.g.::
 
-    .venv/bin/python torchserve-perf bench --model-store model_store --model resnet18 --concurrency 1 4 8
-    .venv/bin/python torchserve-perf bench --url http://127.0.0.1:8080 --key-file key_file.json \\
+    torchserve-perf bench --model-store model_store --model resnet18 --concurrency 1 4 8
+    torchserve-perf bench --url http://127.0.0.1:8080 --key-file key_file.json \\
         --model resnet18 --payload cat.jpg --rate 20 40 --duration 60
+
+Or run a suite (models, payloads, concurrencies and rates, durations) from a YAML file into one
+report, suite.json and suite.md (the format: docs/benchmarking.md)::
+
+    torchserve-perf bench --suite suite.yaml --out results/nightly
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import sys
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 
 from torchserve_perf.tools import loadgen, paths
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 from torchserve_perf.tools.argparsing import command_parser
+
+if TYPE_CHECKING:
+    from torchserve_perf.tools.suite import Suite
 
 # The client is called the bottleneck when a run reaches this share of its measured ceiling,
 # or when it uses this share of the machine's CPU (CPU it takes away from the server).
@@ -260,6 +268,122 @@ def run_benchmark(config: BenchConfig, url: str, token: Optional[str], payloads:
     return runs, ceilings
 
 
+# ---- a suite (torchserve_perf.tools.suite reads the file) into one report -----------------------------------------------------------------
+def run_suite(suite: "Suite", out: Path, payloads: dict[str, list[Payload]], token: Optional[str] = None,
+              progress: Optional[loadgen.ProgressFn] = print) -> dict:
+    """Bench every model of the suite against one server (``token`` for a running one); returns the report."""
+    target, server = suite.target, None
+    if target is None:
+        raise ValueError("the suite has no target; give --url or --model-store")
+    if target.model_store:
+        from torchserve_perf.tools import serving
+
+        archives = [m.archive or f"{m.name}.mar" for m in suite.models]
+        missing = [a for a in archives if not (target.model_store / a).is_file()]
+        if missing:
+            raise ValueError(f"target.model_store {target.model_store} has no {', '.join(missing)}; "
+                             "build it with torchserve-perf archive or set archive: per model")
+        workdir = out / "server"
+        shutil.rmtree(workdir, ignore_errors=True)
+        if progress:
+            progress(f"starting TorchServe from {target.model_store} ({', '.join(archives)}) in {workdir} ...")
+        server = serving.start(target.model_store, workdir, models=[f"{m.name}={a}" for m, a in
+                                                                   zip(suite.models, archives)],
+                               ready_models=[m.name for m in suite.models])
+        url, token = server.inference_url, server.token.get("inference", {}).get("key")
+        described = {"kind": "torchserve started by bench --suite", "url": url,
+                     "model_store": str(target.model_store), "server_dir": str(workdir)}
+    else:
+        url = str(target.url)
+        described = {"kind": "running server", "url": url, "token": "given" if token else "none"}
+    reports = []
+    try:
+        for model in suite.models:
+            load = model.load
+            config = BenchConfig(model=model.name, concurrencies=load.concurrency, rates=load.rate,
+                                 duration=load.duration, warmup=load.warmup, seed=load.seed,
+                                 max_in_flight=load.max_in_flight, ceiling=load.ceiling)
+            if progress:
+                progress(f"[{model.name}] {url}{model.request_path}")
+            runs, ceilings = run_benchmark(config, url + model.request_path, token, payloads[model.name],
+                                           progress=progress, workdir=out)
+            reports.append(build_report(config, {**described, "path": model.request_path},
+                                        payloads[model.name], runs, ceilings))
+    finally:
+        if server is not None:
+            server.stop()
+    return {
+        "tool": "torchserve-perf bench --suite",
+        "suite": suite.name,
+        "suite_file": str(suite.source),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "target": described,
+        "models": reports,
+    }
+
+
+def render_suite_markdown(report: dict) -> str:
+    lines = [f"# Benchmark suite: {report['suite']}", "",
+             f"- from {report['suite_file']}, {report['created']}",
+             f"- target: {report['target']['url']} ({report['target']['kind']})", "",
+             "| model | run | ok | errors | req/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|---:|"]
+    for model in report["models"]:
+        for run in model["runs"]:
+            lines.append(f"| {model['config']['model']} | {run['label']} | {run['ok']} | {sum(run['errors'].values())} "
+                         f"| {_num(run['throughput_rps'])} | {_num(run['p50_ms'])} | {_num(run['p99_ms'])} |")
+    lines.append("")
+    for model in report["models"]:
+        # Each model's own section is bench's report, one heading level down.
+        lines += ["#" + line if line.startswith("#") else line for line in render_markdown(model).splitlines()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def write_suite(report: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / "suite.json", "markdown": out / "suite.md"}
+    written["json"].write_text(json.dumps(report, indent=2) + "\n")
+    written["markdown"].write_text(render_suite_markdown(report))
+    return written
+
+
+def suite_main(args: argparse.Namespace) -> int:
+    """``torchserve-perf bench --suite FILE``."""
+    from torchserve_perf.tools.suite import load_suite, with_overrides
+
+    try:
+        suite = with_overrides(load_suite(args.suite), url=args.url, key_file=args.key_file, token=args.token,
+                               model_store=args.model_store, duration=args.duration, warmup=args.warmup,
+                               quick=args.quick)
+        payloads = {m.name: [loadgen.load_payload(p, m.content_type) for p in m.payloads] for m in suite.models}
+        token = suite.target.token or (loadgen.read_token(suite.target.key_file) if suite.target.key_file else None)
+    except (ValueError, OSError) as exc:  # SuiteError, a payload or key file that cannot be read
+        print(f"torchserve-perf bench: error: {exc}", file=sys.stderr)
+        return 2
+    progress = None if args.quiet else (lambda line: print(line, flush=True))
+    try:
+        report = run_suite(suite, args.out, payloads, token, progress=progress)
+    except ValueError as exc:  # an archive missing from the model store
+        print(f"torchserve-perf bench: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError) as exc:  # the server did not start: its logs say why
+        print(f"torchserve-perf bench: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    written = write_suite(report, args.out)
+    print()
+    print(render_suite_markdown(report).split("\n\n#", 1)[0])
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    failed = [m["config"]["model"] for m in report["models"] if all(r["ok"] == 0 for r in m["runs"])]
+    if failed:
+        print(f"no request succeeded for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = command_parser("bench", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -270,15 +394,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     where.add_argument("--model-store", type=Path, help="start a TorchServe from this store instead of --url")
     where.add_argument("--archive", action="append", default=[],
                        help="with --model-store: archive(s) to load (default: <model>.mar)")
-    where.add_argument("--model", default="resnet18", help="model name (default: resnet18)")
+    where.add_argument("--model", help="model name (default: resnet18)")
     where.add_argument("--path", help="request path (default: /predictions/<model>)")
     load = parser.add_argument_group("load")
     load.add_argument("--concurrency", "-c", type=int, nargs="+", default=None,
                       help="closed loop at each of these concurrencies (default 1 4 8 unless --rate is given)")
     load.add_argument("--rate", "-r", type=float, nargs="+", default=[],
                       help="open loop at each of these Poisson arrival rates (req/s)")
-    load.add_argument("--duration", "-d", type=float, default=30.0, help="seconds per run (default 30)")
-    load.add_argument("--warmup", type=float, default=5.0, help="seconds of unrecorded load first (default 5)")
+    load.add_argument("--duration", "-d", type=float, help="seconds per run (default 30)")
+    load.add_argument("--warmup", type=float, help="seconds of unrecorded load first (default 5)")
     load.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedule")
     load.add_argument("--max-in-flight", type=int, default=64, help="open loop: client threads (default 64)")
     load.add_argument("--payload", type=Path, nargs="+", default=[],
@@ -286,24 +410,39 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     load.add_argument("--content-type", help="content type of all payloads (default: from the extension)")
     load.add_argument("--quick", action="store_true", help="short runs: 3 s each, 1 s warm-up")
     load.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
+    parser.add_argument("--suite", type=Path, help="run the models, payloads and loads of this YAML file into one "
+                                                   "report (suite.json, suite.md); see docs/benchmarking.md")
     parser.add_argument("--out", type=Path, default=paths.results_dir("bench"), help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    if args.model_store and (args.url or args.key_file or args.token):
+        parser.error("--model-store starts its own server: leave out --url/--key-file/--token")
+    if args.key_file and args.token:
+        parser.error("give --key-file or --token, not both")
+    if args.suite:
+        given = [flag for flag, value in (("--model", args.model), ("--archive", args.archive), ("--path", args.path),
+                                          ("--concurrency", args.concurrency), ("--rate", args.rate),
+                                          ("--payload", args.payload), ("--content-type", args.content_type))
+                 if value]
+        if given:
+            parser.error(f"{' '.join(given)}: with --suite, set these per model in the suite file")
+        return args
+    args.model = args.model or "resnet18"
+    args.duration = 30.0 if args.duration is None else args.duration
+    args.warmup = 5.0 if args.warmup is None else args.warmup
     if args.concurrency is None:
         args.concurrency = [] if args.rate else [1, 4, 8]
     if args.quick:
         args.duration, args.warmup = min(args.duration, 3.0), min(args.warmup, 1.0)
     if not args.model_store and not args.url:
-        parser.error("give --url (a running TorchServe) or --model-store (start one)")
-    if args.model_store and (args.url or args.key_file or args.token):
-        parser.error("--model-store starts its own server: leave out --url/--key-file/--token")
-    if args.key_file and args.token:
-        parser.error("give --key-file or --token, not both")
+        parser.error("give --url (a running TorchServe), --model-store (start one) or --suite FILE")
     return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if args.suite:
+        return suite_main(args)
     try:
         config = BenchConfig(model=args.model, concurrencies=tuple(args.concurrency), rates=tuple(args.rate),
                              duration=args.duration, warmup=args.warmup, seed=args.seed,
@@ -313,7 +452,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             payloads = [Payload(loadgen.sample_image(), args.content_type or "image/jpeg", "generated-640x480.jpg")]
     except (ValueError, OSError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        print(f"torchserve-perf bench: error: {exc}", file=sys.stderr)
         return 2
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     path = args.path or f"/predictions/{args.model}"
