@@ -195,7 +195,7 @@ def tuned_model_config(base: dict, tuned: dict) -> dict:
     config.update(minWorkers=tuned["workers"], maxWorkers=tuned["workers"], batchSize=tuned["batch_size"],
                   maxBatchDelay=tuned["max_batch_delay_ms"], responseTimeout=config.get("responseTimeout", 120))
     handler = dict(config.get("handler") or {})
-    handler["threads"] = {**(handler.get("threads") or {}), "intra_op": tuned["intra_op_threads"]}
+    handler["threads"] = {**(handler.get("threads") or {}), "intra_op": tuned["intra_op_threads"] or "auto"}  # 0: elastic
     handler["optimizations"] = list(tuned["optimizations"])
     config["handler"] = handler
     return config

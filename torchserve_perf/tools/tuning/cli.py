@@ -18,7 +18,8 @@ from torchserve_perf.tools.model_store import default_payload, find_spec
 from torchserve_perf.tools.tuning import headtohead, report
 from torchserve_perf.tools.tuning.evaluate import LoadSettings, TorchServeEvaluator, payload_digest
 from torchserve_perf.tools.tuning.objective import Aggregate, Objective
-from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, heuristic_start, parse_optimization
+from torchserve_perf.tools.tuning.space import (Candidate, SearchSpace, heuristic_start, host_space,
+                                                parse_optimization)
 from torchserve_perf.tools.tuning.state import StateMismatch, TuneState
 from torchserve_perf.tools.tuning.strategy import Budget, Pruner, Session, run
 from torchserve_perf.tools.argparsing import command_parser
@@ -53,10 +54,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement (default 5)")
     p.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each measurement (default 1.5)")
     p.add_argument("--payload", type=Path, help="request body file (default: a JPEG for images, a sentence for text)")
-    p.add_argument("--workers", type=int_list, default=(1, 2, 4))
-    p.add_argument("--threads", type=int_list, default=(1, 2), help="intra-op threads per worker")
-    p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8))
-    p.add_argument("--delays", type=int_list, default=(5, 25), help="max batch delays in ms")
+    # Axes left out come from the host (space.host_space): workers up to the physical cores, threads
+    # elastic (0) or 1 up to the cores, batch up to 8 (32 on a GPU), delays 1, 5, 25 ms.
+    p.add_argument("--workers", type=int_list, help="worker counts (default: 1, 2, 4, ... up to the physical cores)")
+    p.add_argument("--threads", type=int_list,
+                   help="intra-op threads per worker; 0 = elastic (default: 0, 1, 2, ... up to the cores)")
+    p.add_argument("--batch-sizes", type=int_list, help="batch sizes (default: 1, 2, 4, 8; up to 32 on a GPU host)")
+    p.add_argument("--delays", type=int_list, help="max batch delays in ms (default 1, 5, 25; TorchServe reads 0 as 100)")
     p.add_argument("--optimizations", type=chain_list, default=((), ("channels_last",)),
                    help="comma-separated choices; 'none', a plugin name, or a chain joined by '+' "
                         "(e.g. none,channels_last,compile,channels_last+compile)")
@@ -112,8 +116,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from torchserve_perf.plugins.threads import physical_cores
 
     cores = args.physical_cores or physical_cores()
-    space = SearchSpace(workers=args.workers, threads=args.threads, batch_sizes=args.batch_sizes,
-                        delays_ms=args.delays, optimizations=args.optimizations, gpus=detect_gpus(args.gpus))
+    gpus = detect_gpus(args.gpus)
+    host = host_space(cores, max(gpus), args.optimizations)
+    space = SearchSpace(workers=args.workers or host.workers, threads=args.threads or host.threads,
+                        batch_sizes=args.batch_sizes or host.batch_sizes, delays_ms=args.delays or host.delays_ms,
+                        optimizations=args.optimizations, gpus=gpus)
     objective = Objective(args.p99_ms)
     grid_size = space.size()
     max_points = args.max_points

@@ -48,7 +48,8 @@ def model_config(base: dict, c: Candidate) -> dict:
                   responseTimeout=config.get("responseTimeout", RESPONSE_TIMEOUT_S))
     handler = dict(config.get("handler") or {})
     threads = dict(handler.get("threads") or {})
-    threads["intra_op"] = c.threads
+    threads["intra_op"] = c.threads or "auto"  # 0: the handler's elastic threads
+    threads["elastic"] = not c.threads
     handler["threads"] = threads
     handler["optimizations"] = list(c.optimization)
     config["handler"] = handler

@@ -12,6 +12,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 # Axes the search steps along, in the order it tries them: the worker/thread layout matters
 # most on CPU, then batching (the optimization choices are categorical: all are neighbours).
+# threads = 0: the handler's own choice, elastic intra-op threads (plugins/elastic.py).
+ELASTIC = "elastic"
 AXES = ("workers", "threads", "split", "batch_size", "max_batch_delay_ms", "optimization", "gpus")
 NONE = "none"
 
@@ -49,7 +51,8 @@ class Candidate:
 
     def label(self) -> str:
         gpu = f" gpus={self.gpus}" if self.gpus else ""
-        return (f"workers={self.workers} threads={self.threads} batch={self.batch_size} "
+        threads = self.threads or ELASTIC
+        return (f"workers={self.workers} threads={threads} batch={self.batch_size} "
                 f"delay={self.max_batch_delay_ms}ms opt={optimization_label(self.optimization)}{gpu}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +84,7 @@ class SearchSpace:
                 raise ValueError(f"search space axis {name!r} is empty")
             if list(axis) != sorted(set(axis)):
                 raise ValueError(f"search space axis {name!r} must be ascending without repeats: {axis}")
-            if min(axis) < (0 if name in ("delays_ms", "gpus") else 1):
+            if min(axis) < (0 if name in ("delays_ms", "gpus", "threads") else 1):
                 raise ValueError(f"search space axis {name!r} has a value out of range: {axis}")
         if not self.optimizations or len(set(self.optimizations)) != len(self.optimizations):
             raise ValueError(f"optimization choices must be non-empty and distinct: {self.optimizations}")
@@ -187,8 +190,37 @@ def heuristic_start(space: SearchSpace, *, physical_cores: int, concurrency: int
     about 10 ms; the first optimization choice; on a GPU host, every GPU.
     """
     workers = space.snap("workers", max(1, physical_cores))
-    threads = space.snap("threads", 1)
+    # Elastic threads are one per worker when all are busy, and more when some are idle.
+    threads = 0 if 0 in space.threads else space.snap("threads", 1)
     batch = space.snap("batch_size", max(1, concurrency // workers))
-    delay = space.snap("max_batch_delay_ms", 10)
+    # With elastic threads, start from the shipped defaults: the smallest delay (a lone request waits little).
+    delay = space.delays_ms[0] if threads == 0 else space.snap("max_batch_delay_ms", 10)
     gpu = space.snap("gpus", gpus)
     return space.canonical(Candidate(workers, threads, batch, delay, space.optimizations[0], gpu))
+
+
+# TorchServe 0.12 reads a model-config maxBatchDelay of 0 as unset (its default, 100 ms): 1 ms is
+# the smallest delay it honours, so the host space starts there.
+HOST_DELAYS_MS = (1, 5, 25)
+CPU_MAX_BATCH = 8
+GPU_MAX_BATCH = 32
+
+
+def _up_to(limit: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below ``limit``, and ``limit`` itself."""
+    values, v = [], 1
+    while v < limit:
+        values.append(v)
+        v *= 2
+    return tuple(values + [max(1, limit)])
+
+
+def host_space(physical_cores: int, gpus: int = 0, optimizations: Sequence[tuple[str, ...]] = ((), ("channels_last",)),
+               max_batch: Optional[int] = None) -> SearchSpace:
+    """The space fitted to this host: workers up to the core count; threads elastic (0) or 1 up to the
+    cores; batch up to ``max_batch`` (8 on CPU, 32 on a GPU); delays from TorchServe's smallest."""
+    cores = max(1, int(physical_cores))
+    batch_cap = max_batch or (GPU_MAX_BATCH if gpus else CPU_MAX_BATCH)
+    return SearchSpace(workers=_up_to(cores), threads=(0,) + _up_to(cores), batch_sizes=_up_to(batch_cap),
+                       delays_ms=HOST_DELAYS_MS, optimizations=tuple(optimizations),
+                       gpus=tuple(range(1, gpus + 1)) if gpus else (0,))
