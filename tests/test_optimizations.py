@@ -206,7 +206,7 @@ def test_a_name_registers_once_unless_replaced():
 def test_builtin_options_match_their_config_sections():
     names = {plugin.name for plugin in BUILTIN_PLUGINS}
     assert names == {"channels_last", "compile", "torchscript", "quantize_dynamic", "bf16", "fp16", "onnxruntime",
-                     "ipex", "tensorrt"}
+                     "ipex", "tensorrt", "cuda_graphs"}
     for plugin in BUILTIN_PLUGINS:
         if plugin.options_class is not None:
             assert BUILTIN_OPTION_FIELDS[plugin.name] is plugin.options_class

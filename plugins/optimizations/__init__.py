@@ -56,8 +56,10 @@ def optimize(model: torch.nn.Module, config: OptimizationConfig, example: Option
     from torchserve_perf.plugins.optimizations.auto import choose
     from torchserve_perf.plugins.optimizations.chain import FallbackRunner, run_chain
     from torchserve_perf.plugins.optimizations.parity import Reference, warmup_inputs
+    from torchserve_perf.plugins.optimizations.gpu_defaults import with_gpu_defaults
     from torchserve_perf.plugins.optimizations.report import route_worker_warnings
 
+    config = with_gpu_defaults(config, runtime.device, example)  # CUDA with no chain given: fp16, graphs
     if not config.chain:
         return OptimizationResult(model=model)
     if example is None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from torchserve_perf.plugins.config import ConfigValueError, HandlerConfigError, build
 from torchserve_perf.plugins.optimizations.autocast import AutocastOptions
 from torchserve_perf.plugins.optimizations.compile import CompileOptions, options_from_pt2
+from torchserve_perf.plugins.optimizations.cuda_graphs import CudaGraphOptions
 from torchserve_perf.plugins.optimizations.ipex import IpexOptions
 from torchserve_perf.plugins.optimizations.onnx_runtime import OnnxRuntimeOptions
 from torchserve_perf.plugins.optimizations.quantize import QuantizeOptions
@@ -92,6 +93,9 @@ class OptimizationConfig:
     auto: AutoConfig = AutoConfig()
     # A batch that the optimized model fails on is rerun eagerly instead of failing its requests.
     fallback_to_eager: bool = True
+    # On a CUDA device with no chain given: channels_last (4-D input), fp16 and cuda_graphs, each
+    # checked for parity like any chain (plugins/optimizations/gpu_defaults.py). Off: false, or chain: [none].
+    gpu_defaults: bool = True
     # Built-in plugin options.
     compile: CompileOptions = CompileOptions()
     torchscript: TorchScriptOptions = TorchScriptOptions()
@@ -101,6 +105,7 @@ class OptimizationConfig:
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
     ipex: IpexOptions = IpexOptions()
     tensorrt: TensorRTOptions = TensorRTOptions()
+    cuda_graphs: CudaGraphOptions = CudaGraphOptions()
     # Third-party plugin options: {plugin name: {option: value}}.
     plugins: dict = field(default_factory=dict)
     _pt2_compile: Optional[CompileOptions] = field(default=None, init=False, repr=False, compare=False)
@@ -109,6 +114,7 @@ class OptimizationConfig:
         chain = tuple(self.chain)
         if chain == ("none",):
             chain = ()  # lets TS_PERF_OPTIMIZATIONS=none switch a configured chain off
+            object.__setattr__(self, "gpu_defaults", False)  # and the GPU's default chain
         if self.pt2 not in (None, "", {}):
             enabled, options = options_from_pt2(self.pt2)
             object.__setattr__(self, "_pt2_compile", options)
@@ -168,6 +174,7 @@ BUILTIN_OPTION_FIELDS: dict[str, type] = {
     "onnxruntime": OnnxRuntimeOptions,
     "ipex": IpexOptions,
     "tensorrt": TensorRTOptions,
+    "cuda_graphs": CudaGraphOptions,
 }
 
 
