@@ -425,8 +425,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     serve = parser.add_argument_group("serving defaults (written to model-config.yaml)")
     serve.add_argument("--workers", type=int, help="workers (default: the physical cores of this machine, one "
                                                    "intra-op thread each)")
-    serve.add_argument("--batch-size", type=int, default=4, help="max batch size (default 4)")
-    serve.add_argument("--max-batch-delay", type=int, default=10, help="ms to wait to fill a batch (default 10)")
+    serve.add_argument("--batch-size", type=int, help="max batch size (default: from the host, see plugins/host_defaults.py)")
+    serve.add_argument("--max-batch-delay", type=int,
+                       help="ms to wait to fill a batch (default: from the host, 1 ms; TorchServe reads 0 as 100 ms)")
     serve.add_argument("--response-timeout", type=int, default=120, help="seconds (default 120)")
     serve.add_argument("--model-config", type=Path,
                        help="your own model-config.yaml, merged over the defaults (its handler: sections too)")
@@ -481,13 +482,14 @@ def plan_from_args(args: argparse.Namespace) -> tuple[ArchivePlan, Optional[str]
         options["dtype"] = args.dtype
     if args.topk is not None:
         options["topk"] = args.topk
-    workers = args.workers
-    if workers is None:
-        from torchserve_perf.plugins.threads import physical_cores
+    from torchserve_perf.plugins.host_defaults import detect
 
-        workers = max(1, physical_cores())
-    config = default_model_config(section, options, workers=workers, batch_size=args.batch_size,
-                                  max_batch_delay=args.max_batch_delay, response_timeout=args.response_timeout)
+    host = detect()  # what the user leaves out comes from this host's cores and GPUs
+    workers = args.workers if args.workers is not None else host.workers
+    batch_size = args.batch_size if args.batch_size is not None else host.batch_size
+    delay = args.max_batch_delay if args.max_batch_delay is not None else host.max_batch_delay_ms
+    config = default_model_config(section, options, workers=workers, batch_size=batch_size,
+                                  max_batch_delay=delay, response_timeout=args.response_timeout)
     if args.model_config:
         try:
             override = yaml.safe_load(args.model_config.read_text()) or {}
