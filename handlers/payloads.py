@@ -80,7 +80,7 @@ def load_npy(body: bytes, max_elements: Optional[int] = None) -> np.ndarray:
             shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
         else:
             shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-    except (ValueError, OSError, EOFError, TypeError, SyntaxError, MemoryError) as exc:
+    except Exception as exc:  # header parsing is pure Python: anything it raises means a malformed header
         # numpy's messages quote the header (dtype strings, shapes): say which part failed instead.
         raise RequestError(f"the .npy payload could not be read: {_npy_problem(exc)}") from None
     if dtype.hasobject:  # allow_pickle stays off: a request must never run code
@@ -107,11 +107,7 @@ def _npy_problem(exc: BaseException) -> str:
         return "its header names a dtype numpy does not accept"
     if "shape" in text or "fortran_order" in text:
         return "its header has an invalid shape or order"
-    if "header" in text or "magic" in text or "version" in text:
-        return "its header is malformed"
-    if isinstance(exc, MemoryError) or "cannot reshape" in text or "size" in text or isinstance(exc, EOFError):
-        return "the data does not match the shape in its header"
-    return f"{type(exc).__name__}"
+    return "its header is malformed"
 
 
 def b64decode(text: Any, field: str) -> bytes:
