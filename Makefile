@@ -82,3 +82,20 @@ bench-profiler: $(STAMP)
 TRACES ?= results/demo/traces
 traces-summary: $(STAMP)
 	$(TSP) traces $(TRACES)
+
+# Reliability (docs/security.md). `make fuzz`: the decoders' fuzz tests with many more examples
+# (FUZZ_EXAMPLES per decoder). `make soak`: ResNet-18 at 8 clients for 10 minutes, profiling and
+# metrics on; SOAK_ARGS="--duration 60" for the short version. `make audit`: pip-audit on
+# requirements.txt; exits 2 with "NOT CHECKED" when its vulnerability database cannot be reached.
+.PHONY: fuzz soak audit
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -s -p no:logging tests/test_fuzz.py
+
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(PY) scripts/soak.py --json results/soak/report.json $(SOAK_ARGS)
+
+AUDIT_ARGS ?=
+audit: $(STAMP)
+	$(PY) scripts/audit.py $(AUDIT_ARGS)
