@@ -28,7 +28,7 @@ from torchserve_perf.handlers.loading import eval_mode, load_archived_model
 from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Observers, PhaseEvent
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
 from torchserve_perf.handlers.validation import allows_non_finite, json_safe, non_finite_count, non_finite_error
-from torchserve_perf.plugins import threads
+from torchserve_perf.plugins import gpu_memory, threads
 from torchserve_perf.plugins.decode_pool import DecodePool, Failure
 from torchserve_perf.plugins.metrics import WorkerMetrics
 from torchserve_perf.plugins.optimizations import OptimizationResult, Registry, Runtime, optimize, standard_registry
@@ -70,6 +70,7 @@ class PerfHandler(BaseHandler):
         self.thread_decision = self.apply_thread_policy()
         self.decode_pool = DecodePool.for_worker(self.settings.decode, self.thread_decision.intra_op,
                                                  int(context.system_properties.get("batch_size") or 1))
+        gpu_memory.check_fits(self.device, context.system_properties["model_dir"], context.manifest)
         self.model = eval_mode(self.load_model(context))
         self.optimization = self.optimize_model(registry)
         self.runner = self.optimization.model
