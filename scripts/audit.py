@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """`make audit`: pip-audit on requirements.txt, read so that "could not check" never reads as "clean".
 
+What is audited is requirements.txt as resolved in this environment: every installed
+distribution pinned to its version (local tags such as ``+cpu`` dropped), given to pip-audit with
+``--no-deps --disable-pip``, so nothing is installed or resolved again, only looked up.
 pip-audit needs its vulnerability service (PyPI's JSON API or OSV). Offline it fails with a
 connection error, or reports dependencies it could not look up; this wrapper says so and exits 2
 instead of printing a clean result. Exit codes: 0 clean, 1 vulnerable, 2 not checked / error.
@@ -14,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -49,7 +53,9 @@ class AuditResult:
         }
         out = [lines[self.verdict]]
         out += [f"  vulnerable: {v}" for v in self.vulnerable]
-        out += [f"  not checked: {s}" for s in self.skipped]
+        out += [f"  not checked: {s}" for s in self.skipped[:5]]
+        if len(self.skipped) > 5:
+            out.append(f"  not checked: {len(self.skipped) - 5} more")
         if self.detail:
             out.append(f"  {self.detail}")
         return "\n".join(out)
@@ -102,10 +108,24 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def pip_audit_command(requirements: Path, extra: list[str]) -> list[str]:
+def pinned_environment(skip: tuple[str, ...] = ("torchserve-perf", "torchserve_perf")) -> list[str]:
+    """``name==version`` for every distribution installed here: requirements.txt and its dependencies."""
+    from importlib import metadata
+
+    pins = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if not name or name.lower() in skip:
+            continue
+        pins[name.lower()] = f"{name}=={dist.version.split('+', 1)[0]}"
+    return sorted(pins.values())
+
+
+def pip_audit_command(pinned: Path, extra: list[str]) -> list[str]:
     exe = shutil.which("pip-audit", path=str(Path(sys.executable).parent)) or shutil.which("pip-audit")
     base = [exe] if exe else [sys.executable, "-m", "pip_audit"]
-    return [*base, "-r", str(requirements), "--format", "json", "--progress-spinner", "off", *extra]
+    return [*base, "-r", str(pinned), "--no-deps", "--disable-pip", "--format", "json", "--progress-spinner", "off",
+            *extra]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -114,17 +134,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("extra", nargs="*", help="more pip-audit options (after --)")
     args = parser.parse_args(argv)
-    command = pip_audit_command(args.requirements, args.extra)
+    if not args.requirements.is_file():
+        print(f"pip-audit: NOT CHECKED - {args.requirements} does not exist")
+        return 2
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="audit-pins-") as pinned:
+        pinned.write("\n".join(pinned_environment()) + "\n")
+        pinned.flush()
+        result = run_audit(pip_audit_command(Path(pinned.name), args.extra), args.timeout)
+    print(result.report())
+    return result.exit_code
+
+
+def run_audit(command: list[str], timeout: float) -> AuditResult:
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         result = AuditResult("error", detail="pip-audit is not installed (pip install pip-audit)")
     except subprocess.TimeoutExpired:
-        result = AuditResult("unreachable", detail=f"no answer within {args.timeout:.0f} s")
+        result = AuditResult("unreachable", detail=f"no answer within {timeout:.0f} s")
     else:
         result = interpret(completed)
-    print(result.report())
-    return result.exit_code
+    return result
 
 
 if __name__ == "__main__":

@@ -420,6 +420,9 @@ def audit_module() -> Any:
      "", "vulnerable"),
     (1, "", "ConnectionError: HTTPSConnectionPool(host='pypi.org', port=443): Max retries exceeded", "unreachable"),
     (0, '{"dependencies": []}', "", "unreachable"),  # nothing was checked: not clean
+    # What an offline run here prints: every package skipped as "not found", exit 0.
+    (0, '{"dependencies": [{"name": "torch", "version": "2.13.0", "skip_reason": "Dependency not found on PyPI and '
+        'could not be audited: torch (2.13.0)"}], "fixes": []}', "", "unreachable"),
     (2, "", "error: unrecognized arguments", "error"),
 ])
 def test_audit_verdicts(returncode, stdout, stderr, verdict):
@@ -427,3 +430,11 @@ def test_audit_verdicts(returncode, stdout, stderr, verdict):
     result = audit.interpret(subprocess.CompletedProcess(["pip-audit"], returncode, stdout, stderr))
     assert result.verdict == verdict, result
     assert result.exit_code == (0 if verdict == "clean" else 1 if verdict == "vulnerable" else 2)
+    assert ("NOT CHECKED" in result.report()) == (verdict in ("unreachable", "error"))
+
+
+def test_audit_pins_the_environment_without_local_tags():
+    pins = audit_module().pinned_environment()
+    names = {p.split("==")[0].lower() for p in pins}
+    assert {"torch", "torchserve", "pillow", "numpy"} <= names and "torchserve-perf" not in names
+    assert all("==" in p and "+" not in p for p in pins)
