@@ -36,15 +36,19 @@ def usage() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:
+        sys.stderr.write(f"torchserve-perf: error: give a command: {', '.join(COMMANDS)} (see --help)\n")
+        return 2
+    if args[0] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if args else 2
+        return 0
     if args[0] == "--version":
         print(f"torchserve-perf {__version__}")
         return 0
     name = args[0]
     if name not in COMMANDS:
-        sys.stderr.write(f"torchserve-perf: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}\n")
+        sys.stderr.write(f"torchserve-perf: error: unknown command {name!r}; choose from {', '.join(COMMANDS)} "
+                         "(see --help)\n")
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(args[1:]) or 0)

@@ -460,7 +460,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for key in ("workers", "batch_size", "response_timeout", "topk"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
-    if args.max_batch_delay < 0:
+    if args.max_batch_delay is not None and args.max_batch_delay < 0:
         parser.error("--max-batch-delay must be >= 0")
     return args
 
