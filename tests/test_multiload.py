@@ -1,0 +1,49 @@
+"""The multi-process load generator (tools/multiload.py): shares, merging, a real two-process run."""
+
+from __future__ import annotations
+
+import pytest
+
+from torchserve_perf.tools.loadgen import LoadResult, Payload
+from torchserve_perf.tools.multiload import TrivialServers, auto_processes, closed_loop_processes, merge, split
+
+BODY = [Payload(b"0123456789", "application/octet-stream")]
+
+
+@pytest.mark.parametrize("concurrency, cores, expected", [
+    (1, 16, 1), (4, 16, 1), (16, 16, 4), (64, 16, 8), (128, 16, 8), (128, 2, 1), (64, 4, 2), (0, 0, 1)])
+def test_auto_processes(concurrency, cores, expected):
+    assert auto_processes(concurrency, cores) == expected
+
+
+@pytest.mark.parametrize("concurrency, processes, expected", [
+    (16, 2, [8, 8]), (5, 2, [3, 2]), (3, 8, [1, 1, 1]), (7, 1, [7])])
+def test_split(concurrency, processes, expected):
+    assert split(concurrency, processes) == expected and sum(expected) == concurrency
+
+
+def test_merge_keeps_every_latency_and_error_over_the_longest_run():
+    a = LoadResult(concurrency=3, seconds=2.0, latencies=[0.1, 0.2], errors={503: 1}, client_cpu_s=0.5)
+    b = LoadResult(concurrency=2, seconds=2.5, latencies=[0.3], errors={503: 2, 0: 1}, client_cpu_s=0.25)
+    merged = merge([a, b])
+    assert merged.concurrency == 5 and merged.seconds == 2.5
+    assert sorted(merged.latencies) == [0.1, 0.2, 0.3] and merged.errors == {503: 3, 0: 1}
+    assert merged.client_cpu_s == 0.75 and merged.throughput == pytest.approx(3 / 2.5)
+
+
+def test_two_processes_load_a_real_endpoint_together():
+    with TrivialServers(2) as server:
+        result = closed_loop_processes(server.url, BODY, concurrency=4, duration=0.5, processes=2, warmup=5)
+        alone = closed_loop_processes(server.url, BODY, concurrency=2, duration=0.3, processes=1)
+    assert result.concurrency == 4 and result.errors == {}
+    assert len(result.latencies) > 50 and result.client_cpu_s > 0
+    assert alone.concurrency == 2 and len(alone.latencies) > 10
+
+
+def test_a_dead_endpoint_counts_errors_and_a_broken_child_raises():
+    with TrivialServers(1) as server:
+        url = server.url
+    result = closed_loop_processes(url, BODY, concurrency=2, duration=0.3, processes=2)  # nothing listens now
+    assert not result.latencies and result.errors.get(0, 0) > 0
+    with pytest.raises(RuntimeError, match="a load process failed: ValueError: only http://"):
+        closed_loop_processes("https://127.0.0.1:1/", BODY, concurrency=2, duration=0.3, processes=2)
