@@ -99,3 +99,16 @@ soak: $(STAMP)
 AUDIT_ARGS ?=
 audit: $(STAMP)
 	$(PY) scripts/audit.py $(AUDIT_ARGS)
+
+# Decode ceilings of the image handler at decode pool sizes 1 and 2: Pillow, device-side resize, and
+# nvjpeg where CUDA and torchvision are present (docs/gpu.md). BENCH_DECODE_ARGS="--quick" checks it works.
+.PHONY: bench-decode loadgen-ceiling
+BENCH_DECODE_ARGS ?=
+bench-decode: $(STAMP)
+	$(PY) scripts/bench_decode.py $(BENCH_DECODE_ARGS)
+
+# The load generator's own ceiling against a trivial loopback endpoint, at 1 and 2 client processes
+# (LOADGEN_ARGS="--processes 1 4 8 --concurrency 128" on a big host).
+LOADGEN_ARGS ?=
+loadgen-ceiling: $(STAMP)
+	$(PY) -m torchserve_perf.tools.multiload $(LOADGEN_ARGS)
