@@ -108,9 +108,19 @@ def _json_object(body: Any) -> Optional[dict]:
         try:
             parsed = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return None  # the handler's own reader reports malformed JSON
+            parsed = _json_head(body)  # binary tensor data after a JSON header, or malformed JSON
         return parsed if isinstance(parsed, dict) else None
     return None
+
+
+def _json_head(body: Union[bytes, bytearray, str]) -> Any:
+    """The JSON object at the start of a body whose tail is not JSON: the binary tensor extension
+    sends the request's JSON and then raw tensor bytes; recognise it so that it gets a clear 400."""
+    text = body if isinstance(body, str) else bytes(body).decode("utf-8", errors="replace")
+    try:
+        return json.JSONDecoder().raw_decode(text)[0]
+    except (json.JSONDecodeError, RecursionError):
+        return None  # the handler's own reader reports malformed JSON
 
 
 def _parse_input(item: Any, position: int) -> V2Input:

@@ -108,10 +108,12 @@ KSERVE_MODEL_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBat
 @pytest.fixture(scope="session")
 def kserve_served(tmp_path_factory: pytest.TempPathFactory,
                   torchserve_factory: Callable[..., serving.TorchServe]) -> serving.TorchServe:
-    """Both demo archives, batching on, one worker each; shared by the v2 and Prometheus tests."""
+    """Both demo archives on a TorchServe configured as KServe configures it for v2
+    (service_envelope=kservev2), batching on, one worker each; shared by the v2 and Prometheus tests."""
     store = tmp_path_factory.mktemp("kserve_store")
     for spec in default_specs():
         handler_section = {"handler": spec.model_config["handler"]} if "handler" in spec.model_config else {}
         build_archive(spec, store, model_config={**KSERVE_MODEL_CONFIG, **handler_section})
     write_server_config(store)
-    return torchserve_factory(store, ready_models=[s.name for s in default_specs()])
+    return torchserve_factory(store, ready_models=[s.name for s in default_specs()],
+                              properties={"service_envelope": "kservev2"})

@@ -145,3 +145,10 @@ def test_take_over_envelope_with_torchserves_own_model_loader(tmp_path: Path, mo
         assert service._entry_point(rows, service.context) == rows  # all three, not the first one's inputs
     else:
         assert getattr(handler, "taken_over", None) is None
+
+
+def test_binary_tensor_data_after_the_json_is_recognised_and_refused():
+    head = json.dumps(request({"name": "x", "shape": [1], "datatype": "BYTES",
+                               "parameters": {"binary_data_size": 6}})).encode()
+    with pytest.raises(RequestError, match="binary tensor extension"):
+        v2.parse(head + b"\x02\x00\x00\x00\xff\xfe")
