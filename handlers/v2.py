@@ -158,6 +158,8 @@ def _flatten(data: Any, where: str) -> list:
     """v2 allows the data flat or nested in row-major order; either way, the elements in order."""
     if not isinstance(data, list):
         return [data]
+    if not any(isinstance(value, list) for value in data):
+        return data  # already flat: the common case, and no copy
     flat: list = []
     stack = [iter(data)]
     while stack:  # iterative: a deeply nested body must not exhaust the stack
@@ -179,12 +181,12 @@ def _element_bytes(value: Any, where: str) -> bytes:
 
 def _numeric(flat: list, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
     target = NUMERIC[datatype]
-    if any(isinstance(v, (str, dict)) or v is None for v in flat):
-        raise RequestError(f"{where}: {datatype} data must be numbers")
     try:
         array = np.asarray(flat) if flat else np.zeros(0, dtype=target)
     except (ValueError, TypeError, OverflowError) as exc:
         raise RequestError(f"{where}: {datatype} data must be numbers ({type(exc).__name__})") from None
+    if flat and array.dtype.kind not in "buif":  # strings, objects, None: numpy says so by the dtype
+        raise RequestError(f"{where}: {datatype} data must be numbers")
     if flat and array.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
         raise RequestError(f"{where}: {datatype} data must hold {_kind_words(target)}, got {_kind_words(array.dtype)}")
     if target.kind in "iu" and array.size:
