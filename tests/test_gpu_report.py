@@ -1,0 +1,80 @@
+"""GPU measurement for bench/compare (tools/gpu_report.py): NVML samples summarised per GPU, the
+sampler with a fake probe, the in-process limits on CPU (the GPU-only variants say why they fail)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from torchserve_perf.plugins.metrics.gpu import GpuSample
+from torchserve_perf.tools.gpu_report import GpuSampler, host_limits, model_limits, summarise
+
+MIB = 2 ** 20
+
+
+def test_summarise_per_gpu():
+    samples = [GpuSample("0", 10.0, 100 * MIB, 1000 * MIB), GpuSample("1", 50.0, 300 * MIB, 1000 * MIB),
+               GpuSample("0", 90.0, 200 * MIB, 1000 * MIB), GpuSample("0", 50.0, 150 * MIB, 1000 * MIB)]
+    first, second = summarise(samples)
+    assert first.as_dict() == {"gpu": "0", "samples": 3, "util_mean_pct": 50.0, "util_max_pct": 90.0,
+                               "memory_max_mib": 200, "memory_total_mib": 1000}
+    assert second.samples == 1 and second.utilization_mean == 50.0
+    assert summarise([]) == []
+
+
+class FakeProbe:
+    def __init__(self, gpu_id: int) -> None:
+        self.gpu_id, self.calls = gpu_id, 0
+
+    def sample(self):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("NVML hiccup")
+        return GpuSample(str(self.gpu_id), 40.0 + self.gpu_id, (self.calls + 1) * MIB, 80 * MIB)
+
+
+def test_sampler_samples_every_gpu_while_the_run_lasts():
+    with GpuSampler([0, 1], interval_s=0.01, probe=FakeProbe) as gpus:
+        time.sleep(0.2)
+    usage = gpus.usage()
+    assert [u["gpu"] for u in usage] == ["0", "1"]
+    assert all(u["samples"] >= 3 for u in usage)  # the hiccup is skipped, sampling goes on
+    assert usage[1]["util_mean_pct"] == 41.0
+    calls = gpus.probes[0].calls
+    time.sleep(0.05)
+    assert gpus.probes[0].calls == calls  # stopped with the run
+
+
+def test_sampler_without_gpus_reports_nothing():
+    with GpuSampler([], probe=FakeProbe) as gpus:
+        pass
+    assert gpus.usage() == [] and gpus._thread is None
+
+
+def tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def test_model_limits_on_cpu_measure_or_say_why():
+    points = model_limits(tiny, torch.device("cpu"), batches=(1, 2), variants=("eager_fp32", "fp16_cuda_graphs"),
+                          seconds=0.05)
+    assert [(p["variant"], p["batch"]) for p in points] == [("eager_fp32", 1), ("eager_fp32", 2),
+                                                             ("fp16_cuda_graphs", 1), ("fp16_cuda_graphs", 2)]
+    assert all(p["images_per_s"] > 0 for p in points[:2])
+    assert all("error" in p and "images_per_s" not in p for p in points[2:])  # CUDA graphs need CUDA
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only answer")
+def test_host_limits_are_skipped_without_cuda():
+    assert "no CUDA" in host_limits()["skipped"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_limits_on_a_gpu():
+    report = host_limits(quick=True)
+    variants = {p["variant"] for p in report["model_limits"] if "images_per_s" in p}
+    assert {"eager_fp32", "fp16_channels_last", "fp16_cuda_graphs"} <= variants
+    assert {p["path"] for p in report["decode"]["points"]} >= {"pillow", "device"}
