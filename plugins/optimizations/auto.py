@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from torch import nn
 
+from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache, choice_key
 from torchserve_perf.plugins.optimizations.chain import ChainOutcome, run_chain, step_context
 from torchserve_perf.plugins.optimizations.config import OptimizationConfig, split_candidate
 from torchserve_perf.plugins.optimizations.interface import Runtime
@@ -30,6 +33,7 @@ class AutoOutcome:
     reason: str
     seconds: float
     trials: dict[str, str] = field(default_factory=dict)  # candidate -> what happened
+    cached: bool = False  # the choice came from the cache (auto_cache) instead of a search
 
 
 def _ratio(value: object, eager_s: float) -> str:
@@ -70,6 +74,60 @@ def candidates(model: nn.Module, config: OptimizationConfig, reference: Referenc
 
 
 def choose(model: nn.Module, config: OptimizationConfig, reference: Reference, runtime: Runtime,
+           registry: Registry) -> AutoOutcome:
+    """The fastest chain that passes parity; with a cache dir, decided once per model and host (auto_cache)."""
+    directory = config.auto.cache_dir or runtime.cache_dir
+    if not config.auto.cache or not directory:
+        return search(model, config, reference, runtime, registry)
+    started = time.perf_counter()
+    cache = ChoiceCache(Path(directory) / "auto")
+    try:
+        key = choice_key(model, shape=tuple(reference.largest.shape), runtime=runtime,
+                         settings=dataclasses.asdict(config.auto) | {"cache_dir": None})
+        lock = cache.locked(key)
+        waited = lock.__enter__()
+    except Exception as exc:  # an unusable cache dir costs the cache, never the load
+        log.warning("auto: choice cache in %s unusable (%s: %s); searching without it", directory,
+                    type(exc).__name__, exc)
+        return search(model, config, reference, runtime, registry)
+    try:
+        cached = cache.read(key)
+        if cached is not None:
+            reused = _reuse(model, cached, config, reference, runtime, registry, started, waited, cache.path(key))
+            if reused is not None:
+                return reused
+        outcome = search(model, config, reference, runtime, registry)
+        try:
+            cache.write(key, outcome.chain.applied, outcome.reason)
+        except OSError as exc:
+            log.warning("auto: could not cache the choice in %s: %s", directory, exc)
+        return outcome
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _reuse(model: nn.Module, cached: dict, config: OptimizationConfig, reference: Reference, runtime: Runtime,
+           registry: Registry, started: float, waited: float, path: Path) -> Optional[AutoOutcome]:
+    """Apply the cached chain (parity still checked); None when it no longer applies cleanly."""
+    chain = [str(n) for n in cached["chain"]]
+    if any(name not in registry for name in chain):
+        return None
+    outcome = run_chain(model, chain, reference, config, runtime, registry, announce=False) if chain \
+        else ChainOutcome(model=model)
+    if outcome.applied != chain:
+        log.warning("auto: the cached choice %s no longer applies (%s); searching again", "+".join(chain) or "eager",
+                    outcome.skipped)
+        return None
+    total = time.perf_counter() - started
+    label = "+".join(chain) or "eager"
+    reason = (f"auto reused its cached choice, {label} ({path}; waited {waited:.1f} s for the first worker). "
+              f"First decided as: {cached.get('reason', '?')}")
+    outcome.step_seconds = {**{n: outcome.step_seconds.get(n, 0.0) for n in outcome.applied}, "auto": total}
+    log.info("auto reused its cached choice %s in %.1f s (%s)", label, total, path)
+    return AutoOutcome(chain=outcome, reason=reason, seconds=total, trials={}, cached=True)
+
+
+def search(model: nn.Module, config: OptimizationConfig, reference: Reference, runtime: Runtime,
            registry: Registry) -> AutoOutcome:
     started = time.perf_counter()
     budget = config.auto.budget_s

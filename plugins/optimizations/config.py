@@ -74,6 +74,10 @@ class AutoConfig:
     allow_lossy: bool = False  # int8 / bf16 / fp16 change numerics; opt in to let auto pick them
     min_speedup: float = 1.05  # keep eager unless a chain is at least this much faster
     repeats: int = 5  # timed runs per candidate (the fastest counts)
+    # Decide once per model and host and share the choice with the other workers and restarts
+    # (auto_cache.py). The folder: cache_dir, else the worker's runtime cache dir.
+    cache: bool = True
+    cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.budget_s <= 0:

@@ -1,0 +1,108 @@
+"""auto's choice cache: decided once per model and host, reused by other workers and restarts."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import torch
+
+from tests.test_optimizations import (MLP_EXAMPLE, Sleepy, TinyMLP, config, plugins_registry, runtime,  # noqa: F401
+                                      seeded)
+from torchserve_perf.plugins.optimizations import optimize
+from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache, choice_key, model_digest
+
+CANDIDATES = {"candidates": ["faster"], "repeats": 3}
+
+
+def cached_runtime(tmp_path, **changes):
+    return dataclasses.replace(runtime(), cache_dir=str(tmp_path / "cache"), **changes)
+
+
+def test_the_first_load_searches_and_a_restart_reuses_the_choice(tmp_path, plugins_registry):
+    model = Sleepy(seeded(TinyMLP), 0.02).eval()
+    cfg = config(chain=["auto"], auto=CANDIDATES)
+    started = time.perf_counter()
+    first = optimize(model, cfg, MLP_EXAMPLE, cached_runtime(tmp_path), plugins_registry)
+    cold = time.perf_counter() - started
+    assert first.applied == ["faster"] and first.auto_reason.startswith("auto chose faster")
+    files = list((tmp_path / "cache" / "auto").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["chain"] == ["faster"]
+
+    started = time.perf_counter()
+    again = optimize(model, cfg, MLP_EXAMPLE, cached_runtime(tmp_path), plugins_registry)  # a restarted worker
+    warm = time.perf_counter() - started
+    assert again.applied == ["faster"] and again.auto_reason.startswith("auto reused its cached choice, faster")
+    assert "First decided as: auto chose faster" in again.auto_reason
+    assert warm < cold  # no candidate timed: the sleepy eager model is not run 2 x repeats times
+    out = again.model(MLP_EXAMPLE)
+    assert torch.allclose(out, model.model(MLP_EXAMPLE), atol=1e-6)
+
+
+def test_what_changes_the_key(tmp_path):
+    a, b = seeded(TinyMLP), seeded(TinyMLP)
+    assert model_digest(a) == model_digest(b)
+    base = dict(shape=(4, 16), runtime=runtime(), settings={"budget_s": 60})
+    key = choice_key(a, **base)
+    assert key == choice_key(b, **base)
+    with torch.no_grad():
+        b.net[0].weight[0, 0] += 1
+    assert choice_key(b, **base) != key                                     # other weights
+    assert choice_key(a, **{**base, "runtime": dataclasses.replace(runtime(), intra_op_threads=2)}) != key
+    assert choice_key(a, **{**base, "shape": (8, 16)}) != key
+    assert choice_key(a, **{**base, "settings": {"budget_s": 30}}) != key
+
+
+def test_a_stale_or_broken_cache_means_a_new_search(tmp_path, plugins_registry):
+    model = Sleepy(seeded(TinyMLP), 0.02).eval()
+    cfg = config(chain=["auto"], auto=CANDIDATES)
+    optimize(model, cfg, MLP_EXAMPLE, cached_runtime(tmp_path), plugins_registry)
+    path = next((tmp_path / "cache" / "auto").glob("*.json"))
+    path.write_text(json.dumps({"chain": ["fast_wrong"], "reason": "old"}))  # no longer passes parity
+    result = optimize(model, cfg, MLP_EXAMPLE, cached_runtime(tmp_path), plugins_registry)
+    assert result.applied == ["faster"] and result.auto_reason.startswith("auto chose faster")
+    path.write_text("{not json")
+    assert optimize(model, cfg, MLP_EXAMPLE, cached_runtime(tmp_path), plugins_registry).auto_reason.startswith(
+        "auto chose")
+    off = config(chain=["auto"], auto={**CANDIDATES, "cache": False})
+    path.write_text(json.dumps({"chain": ["identity"], "reason": "old"}))
+    assert optimize(model, off, MLP_EXAMPLE, cached_runtime(tmp_path), plugins_registry).applied == ["faster"]
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
+    cache = ChoiceCache(Path(sys.argv[1]))
+    with cache.locked("k"):
+        print("locked", flush=True)
+        sys.stdin.readline()
+        cache.write("k", ["faster"], "decided by the first worker")
+""")
+
+
+def test_a_second_worker_waits_for_the_first_and_reads_its_choice(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cache, seen = ChoiceCache(tmp_path), {}
+
+        def second_worker():
+            with cache.locked("k") as waited:
+                seen["waited"], seen["choice"] = waited, cache.read("k")
+
+        thread = threading.Thread(target=second_worker)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # blocked on the first worker's lock
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        thread.join(timeout=30)
+        assert seen["waited"] >= 0.4 and seen["choice"]["chain"] == ["faster"]
+    finally:
+        holder.kill()
+        holder.wait()
