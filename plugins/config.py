@@ -185,6 +185,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "TS_PERF_PIN_CORES": "threads.pin_cores",
     "TS_PERF_ELASTIC_THREADS": "threads.elastic",
     "TS_PERF_OPTIMIZATIONS": "optimizations.chain",
+    "TS_PERF_CACHE_DIR": "optimizations.auto.cache_dir",
     "TS_PERF_METRICS": "metrics.enabled",
     "TS_PERF_PROFILER_DIR": "profiler.output_dir",
     "TS_PERF_DECODE_THREADS": "decode.threads",

@@ -106,3 +106,13 @@ def test_a_second_worker_waits_for_the_first_and_reads_its_choice(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_cache_settings_from_model_config_and_env():
+    from torchserve_perf.handlers.settings import load_settings
+
+    assert load_settings({}, {}).optimizations.auto.cache is True
+    raw = {"handler": {"optimizations": {"chain": ["auto"], "auto": {"cache": False}}}}
+    assert load_settings(raw, {}).optimizations.auto.cache is False
+    env = load_settings({"handler": {"optimizations": ["auto"]}}, {"TS_PERF_CACHE_DIR": "/tmp/x"})
+    assert env.optimizations.auto.cache_dir == "/tmp/x" and env.optimizations.chain == ("auto",)
