@@ -27,7 +27,8 @@ from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.loading import eval_mode, load_archived_model
 from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Observers, PhaseEvent
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
-from torchserve_perf.handlers.validation import allows_non_finite, json_safe, non_finite_count, non_finite_error
+from torchserve_perf.handlers.validation import (allows_non_finite, json_safe, non_finite_count, non_finite_error,
+                                                 safe_text)
 from torchserve_perf.plugins import gpu_memory, threads
 from torchserve_perf.plugins.decode_pool import DecodePool, Failure
 from torchserve_perf.plugins.metrics import WorkerMetrics
@@ -328,9 +329,11 @@ def for_request(error: RequestError, request: Decoded) -> RequestError:
 
 def model_error(exc: Exception) -> RequestError:
     """A request the model could not run alone: 422, with the model's complaint (shapes, dtypes)."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = str(exc).strip()
+    # safe_text: a model's own message may quote the values it refused; shapes and dtypes stay.
+    message = safe_text(text.splitlines()[0]) if text else ""
     return RequestError(f"the model could not process this input: {type(exc).__name__}"
-                        + (f": {message[:200]}" if message else ""), 422)
+                        + (f": {message}" if message else ""), 422)
 
 
 def request_body(row: Any) -> Any:

@@ -27,12 +27,17 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 def safe_reason(exc: BaseException) -> str:
     """``exc``'s message without anything that could have come from the request, shortened."""
-    text = _QUOTED.sub("…", str(exc))
+    return safe_text(str(exc)) or type(exc).__name__
+
+
+def safe_text(text: str) -> str:
+    """``text`` without quoted strings, object reprs, addresses or unprintable characters, shortened."""
+    text = _QUOTED.sub("…", text)
     text = _ADDRESS.sub("…", text)
     text = _UNPRINTABLE.sub("", text.replace("…", "...")).strip().rstrip(":").strip()
     if len(text) > MAX_REASON:
         text = text[:MAX_REASON - 3].rstrip() + "..."
-    return text or type(exc).__name__
+    return text
 
 
 def non_finite_count(values: Any) -> int:

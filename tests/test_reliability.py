@@ -438,3 +438,38 @@ def test_audit_pins_the_environment_without_local_tags():
     names = {p.split("==")[0].lower() for p in pins}
     assert {"torch", "torchserve", "pillow", "numpy"} <= names and "torchserve-perf" not in names
     assert all("==" in p and "+" not in p for p in pins)
+
+
+QUOTING_MODEL = '''
+import torch
+from torch import nn
+
+
+class Quoting(nn.Module):
+    """Refuses negative inputs with a message that quotes them, as user models may."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if (x < 0).any():
+            raise ValueError(f"refused input 'SECRET{x.sum().item()}' <tensor at 0x7f00deadbeef>")
+        return self.linear(x)
+'''
+
+
+def test_model_errors_do_not_quote_the_input(tmp_path, caplog):
+    (tmp_path / "quoting.py").write_text(QUOTING_MODEL)
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.linear = torch.nn.Linear(4, 3)
+    manifest = write_model_dir(tmp_path / "model", tmp_path / "quoting.py", model)
+    ctx = RequestContext(tmp_path / "model", manifest, {"handler": {"tensor": {"input_shape": [4]}}})
+    handler = TensorHandler()
+    handler.initialize(ctx.context)
+    with caplog.at_level(logging.INFO):
+        outputs, statuses = run(handler, ctx, [[1.0, 2.0, 3.0, 4.0], [-1.0, 2.0, 3.0, 4.0]])
+    assert statuses == [200, 422]
+    assert "the model could not process this input: ValueError: refused input" in outputs[1]["error"]["message"]
+    assert "SECRET" not in json.dumps(outputs) and "0x7f00" not in json.dumps(outputs)
