@@ -24,6 +24,9 @@ from torchserve_perf.handlers.validation import safe_reason
 # 16-bit files open as I;16* (older Pillow: I); F is taken as 0..1 floats.
 GRAY_RANGES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 READABLE = "a readable JPEG or PNG image"
+# A downscale by 3x or more first shrinks by a whole factor with Image.reduce (cheap, small buffers),
+# then resamples; below 3x the resize is exact as before (Pillow: indistinguishable at 3.0).
+REDUCING_GAP = 3.0
 
 
 def open_image(raw: bytes, formats: Sequence[str]) -> Image.Image:
@@ -78,12 +81,13 @@ def resize_crop(image: Image.Image, target: tuple[int, int], crop: int) -> np.nd
     if image.mode in GRAY_RANGES:
         # Scaled by the mode's range in float: convert("RGB") would clip 16-bit values to 255 (white).
         gray = np.asarray(image, dtype=np.float32) / GRAY_RANGES[image.mode]
-        plane = Image.fromarray(np.clip(gray, 0.0, 1.0), "F").resize(target, Image.BILINEAR).crop(box)
+        plane = Image.fromarray(np.clip(gray, 0.0, 1.0), "F").resize(target, Image.BILINEAR,
+                                                                      reducing_gap=REDUCING_GAP).crop(box)
         return np.repeat(np.asarray(plane, dtype=np.float32)[:, :, None], 3, axis=2)
     try:
         # 1, L, P, LA, PA, RGBA, CMYK, YCbCr...: Pillow's 8-bit conversion is exact (alpha is dropped).
         rgb = image if image.mode == "RGB" else image.convert("RGB")
     except (ValueError, OSError) as exc:
         raise RequestError(f"images in mode {image.mode} are not supported: {safe_reason(exc)}", 422) from None
-    rgb = rgb.resize(target, Image.BILINEAR).crop(box)
+    rgb = rgb.resize(target, Image.BILINEAR, reducing_gap=REDUCING_GAP).crop(box)
     return np.asarray(rgb, dtype=np.float32) / 255.0
