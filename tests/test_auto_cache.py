@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from tests.test_optimizations import (MLP_EXAMPLE, Sleepy, TinyMLP, config, plugins_registry, runtime,  # noqa: F401
+from tests.test_optimizations import (MLP_EXAMPLE, Sleepy, TinyCNN, TinyMLP, config, plugins_registry, runtime,  # noqa: F401
                                       seeded)
 from torchserve_perf.plugins.optimizations import optimize
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache, choice_key, model_digest
@@ -45,6 +45,8 @@ def test_the_first_load_searches_and_a_restart_reuses_the_choice(tmp_path, plugi
 def test_what_changes_the_key(tmp_path):
     a, b = seeded(TinyMLP), seeded(TinyMLP)
     assert model_digest(a) == model_digest(b)
+    assert model_digest(seeded(TinyCNN)) == model_digest(seeded(TinyCNN))  # BatchNorm's 0-dim buffer
+    assert model_digest(seeded(TinyCNN)) != model_digest(a)
     base = dict(shape=(4, 16), runtime=runtime(), settings={"budget_s": 60})
     key = choice_key(a, **base)
     assert key == choice_key(b, **base)

@@ -44,7 +44,8 @@ def model_digest(model: Any) -> str:
             continue
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # reshape: 0-dim buffers (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
