@@ -39,13 +39,15 @@ setup(
         "pyyaml",
         "numpy",
         "pillow",
-        # What the torchserve-perf command imports for bench, tune, compare, traces and metrics.
+        # What the torchserve-perf command imports for archive, bench, tune, compare, traces and metrics
+        # (bench, tune and traces draw PNGs).
         "requests",
+        "matplotlib",
     ],
     extras_require={
         "onnx": ["onnx", "onnxscript", "onnxruntime"],
-        # Plots, the TensorBoard profiler plugin, Prometheus parsing and the LitServe comparison.
-        "tools": ["matplotlib", "torch-tb-profiler", "tensorboard", "prometheus_client", "litserve"],
+        # Traces in TensorBoard, Prometheus parsing, and LitServe for compare's litserve system.
+        "tools": ["torch-tb-profiler", "tensorboard", "prometheus_client", "litserve"],
         # A v2 (Open Inference Protocol) client and offline Kubernetes manifest checks (docs/kubernetes.md).
         "kubernetes": ["tritonclient[http]", "kubernetes-validate"],
         # The fuzzer (tests/test_fuzz.py, make fuzz) and the dependency audit (make audit).
