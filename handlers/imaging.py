@@ -32,8 +32,8 @@ REDUCING_GAP = 3.0
 def open_image(raw: bytes, formats: Sequence[str]) -> Image.Image:
     """Parse the header only. Pillow's messages quote the file object, so they are replaced."""
     try:
-        with warnings.catch_warnings():  # our own, lower pixel limit answers below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # our own, lower pixel limit answers below; hostile files
+            warnings.simplefilter("ignore")  # would fill the model log with Pillow's parser warnings
             return Image.open(io.BytesIO(raw), formats=list(formats))
     except Image.DecompressionBombError:
         raise RequestError("the image declares more pixels than this model accepts", 413) from None
@@ -66,9 +66,11 @@ def resize_target(size: tuple[int, int], resize: int, crop: int, max_pixels: int
 def decode(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     """Decode the pixels, at a reduced JPEG scale when that still covers ``target``."""
     try:
-        if image.format == "JPEG":
-            image.draft(image.mode, target)  # 1/2, 1/4 or 1/8 of the pixels, never below target
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if image.format == "JPEG":
+                image.draft(image.mode, target)  # 1/2, 1/4 or 1/8 of the pixels, never below target
+            image.load()
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.DecompressionBombError) as exc:
         raise RequestError(f"the payload is not {READABLE}: {safe_reason(exc)}", 400) from None
     return image
