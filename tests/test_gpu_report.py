@@ -78,3 +78,21 @@ def test_host_limits_on_a_gpu():
     variants = {p["variant"] for p in report["model_limits"] if "images_per_s" in p}
     assert {"eager_fp32", "fp16_channels_last", "fp16_cuda_graphs"} <= variants
     assert {p["path"] for p in report["decode"]["points"]} >= {"pillow", "device"}
+
+
+def test_bench_markdown_shows_gpu_use_and_limits():
+    from torchserve_perf.tools.bench import gpu_lines
+
+    report = {"runs": [{"label": "c=64", "gpu": [{"gpu": "0", "samples": 9, "util_mean_pct": 71.5, "util_max_pct": 99.0,
+                                                  "memory_max_mib": 5120, "memory_total_mib": 81559}]},
+                       {"label": "c=1"}],
+              "gpu_limits": {"gpu": "NVIDIA H100", "model_limits": [
+                  {"variant": "fp16_cuda_graphs", "batch": 128, "images_per_s": 40123.4},
+                  {"variant": "fp16_compiled", "batch": 1, "error": "RuntimeError: boom"}],
+                  "decode": {"points": [{"path": "nvjpeg", "threads": 8, "images_per_s": 9876.0}]}}}
+    text = "\n".join(gpu_lines(report))
+    assert "c=64: GPU 0 busy 72% on average (max 99%), memory up to 5120 of 81559 MiB" in text
+    assert "fp16_cuda_graphs batch 128: 40123 img/s" in text and "RuntimeError: boom" in text
+    assert "nvjpeg with 8 threads: 9876 img/s" in text
+    assert gpu_lines({"runs": [{"label": "c=1"}]}) == []
+    assert "no CUDA" in "\n".join(gpu_lines({"runs": [], "gpu_limits": {"skipped": "no CUDA device"}}))

@@ -47,3 +47,23 @@ def test_a_dead_endpoint_counts_errors_and_a_broken_child_raises():
     assert not result.latencies and result.errors.get(0, 0) > 0
     with pytest.raises(RuntimeError, match="a load process failed: ValueError: only http://"):
         closed_loop_processes("https://127.0.0.1:1/", BODY, concurrency=2, duration=0.3, processes=2)
+
+
+def test_bench_spreads_its_closed_loop_runs_and_ceilings_over_processes():
+    from torchserve_perf.tools import bench
+
+    config = bench.BenchConfig("m", (4,), (), 0.5, 0.0, 0, 8, True, client_processes=2)
+    with TrivialServers(2) as server:
+        runs, ceilings = bench.run_benchmark(config, server.url, None, BODY, progress=None)
+    assert runs[0].concurrency == 4 and runs[0].errors == {} and len(runs[0].latencies) > 50
+    assert set(ceilings) == {4} and ceilings[4].throughput > 0
+    report = bench.build_report(config, {"url": server.url}, BODY, runs, ceilings)
+    assert report["runs"][0]["ok"] == len(runs[0].latencies) and "gpu" not in report["runs"][0]  # no GPUs here
+
+
+def test_bench_parses_client_processes():
+    from torchserve_perf.tools import bench
+
+    assert bench.parse_args(["--url", "http://x", "--client-processes", "auto"]).client_processes == "auto"
+    assert bench.parse_args(["--url", "http://x", "--client-processes", "3"]).client_processes == 3
+    assert bench.parse_args(["--url", "http://x"]).client_processes == 1

@@ -30,10 +30,11 @@ import sys
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 
-from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools import loadgen, multiload, paths
+from torchserve_perf.tools.gpu_report import GpuSampler
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 from torchserve_perf.tools.argparsing import command_parser
 
@@ -56,6 +57,9 @@ class BenchConfig:
     seed: int
     max_in_flight: int
     ceiling: bool
+    # Closed-loop clients spread over this many processes (tools/multiload.py), or "auto".
+    client_processes: Union[int, str] = 1
+    gpu_limits: bool = False  # measure the GPU's in-process limits and decode ceilings first (tools/gpu_report.py)
 
     def __post_init__(self) -> None:
         if not self.concurrencies and not self.rates:
@@ -135,6 +139,26 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def gpu_lines(report: dict) -> list[str]:
+    """GPU utilisation per run, and the GPU's in-process limits, where they were measured."""
+    lines = []
+    for run in report["runs"]:
+        for gpu in run.get("gpu", []):
+            lines.append(f"- {run['label']}: GPU {gpu['gpu']} busy {gpu['util_mean_pct']:.0f}% on average "
+                         f"(max {gpu['util_max_pct']:.0f}%), memory up to {gpu['memory_max_mib']} of "
+                         f"{gpu['memory_total_mib']} MiB")
+    limits = report.get("gpu_limits") or {}
+    if limits.get("skipped"):
+        lines.append(f"- GPU limits: {limits['skipped']}")
+    for point in limits.get("model_limits", []):
+        value = f"{point['images_per_s']:.0f} img/s" if "images_per_s" in point else point.get("error", "")
+        lines.append(f"- in process on {limits.get('gpu')}: {point['variant']} batch {point['batch']}: {value}")
+    for point in (limits.get("decode") or {}).get("points", []):
+        lines.append(f"- decode ceiling: {point['path']} with {point['threads']} threads: "
+                     f"{point['images_per_s']:.0f} img/s")
+    return (["**GPU**", ""] + lines + [""]) if lines else []
+
+
 def render_markdown(report: dict) -> str:
     cfg, target = report["config"], report["target"]
     lines = [
@@ -159,6 +183,7 @@ def render_markdown(report: dict) -> str:
                  f"({_fmt(c['client_cpu_ms_per_request'], 3)} ms CPU/req)" for c in report["client_ceiling"].values()]
         lines += ["Client ceiling (same client and payloads against a trivial loopback endpoint): " + "; ".join(parts)
                   + ".", ""]
+    lines += gpu_lines(report)
     if report["notes"]:
         lines += ["**Notes**", ""] + [f"- {note}" for note in report["notes"]] + [""]
     else:
@@ -247,7 +272,12 @@ def run_benchmark(config: BenchConfig, url: str, token: Optional[str], payloads:
     ceilings: dict[int, LoadResult] = {}
     if config.ceiling:
         levels = set(config.concurrencies) | ({config.max_in_flight} if config.rates else set())
-        ceilings = loadgen.client_ceiling(payloads, sorted(levels), duration=min(2.0, config.duration), workdir=workdir)
+        if config.client_processes == 1:
+            ceilings = loadgen.client_ceiling(payloads, sorted(levels), duration=min(2.0, config.duration),
+                                              workdir=workdir)
+        else:  # the ceiling of the same number of load processes
+            ceilings = multiload.client_ceilings(payloads, sorted(levels), config.client_processes,
+                                                 duration=min(2.0, config.duration))
         if progress:
             progress("client ceiling: " + ", ".join(f"{r.label()} {r.throughput:.0f} req/s" for r in ceilings.values()))
     if config.warmup > 0:
@@ -255,13 +285,21 @@ def run_benchmark(config: BenchConfig, url: str, token: Optional[str], payloads:
         loadgen.closed_loop(send, warm, duration=config.warmup)
     runs = []
     for concurrency in config.concurrencies:
-        run = loadgen.closed_loop(send, concurrency, duration=config.duration, progress=progress)
+        with GpuSampler() as gpus:  # NVML utilisation and memory while the run lasts (nothing without GPUs)
+            if multiload.resolve(config.client_processes, concurrency) == 1:
+                run = loadgen.closed_loop(send, concurrency, duration=config.duration, progress=progress)
+            else:
+                run = multiload.closed_loop_processes(url, payloads, concurrency, config.duration,
+                                                      config.client_processes, token=token)
+        run.gpu = gpus.usage()
         runs.append(run)
         if progress:
             progress(run.line())
     for rate in config.rates:
-        run = loadgen.open_loop(send, rate, duration=config.duration, seed=config.seed,
-                                max_in_flight=config.max_in_flight, progress=progress)
+        with GpuSampler() as gpus:
+            run = loadgen.open_loop(send, rate, duration=config.duration, seed=config.seed,
+                                    max_in_flight=config.max_in_flight, progress=progress)
+        run.gpu = gpus.usage()
         runs.append(run)
         if progress:
             progress(run.line())
@@ -410,6 +448,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     load.add_argument("--content-type", help="content type of all payloads (default: from the extension)")
     load.add_argument("--quick", action="store_true", help="short runs: 3 s each, 1 s warm-up")
     load.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
+    load.add_argument("--client-processes", default="1", type=lambda v: v if v == "auto" else int(v),
+                      help="closed-loop clients spread over this many processes, or 'auto' (one per 4 clients, "
+                           "at most half the cores); one process tops out at a few thousand req/s")
+    load.add_argument("--gpu-limits", action="store_true",
+                      help="on a CUDA host, first measure the model's in-process limits (eager, fp16, CUDA graphs, "
+                           "compiled) and the decode ceilings (CPU pool, nvjpeg) for the report")
     parser.add_argument("--suite", type=Path, help="run the models, payloads and loads of this YAML file into one "
                                                    "report (suite.json, suite.md); see docs/benchmarking.md")
     parser.add_argument("--out", type=Path, default=paths.results_dir("bench"), help="output folder")
@@ -446,7 +490,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         config = BenchConfig(model=args.model, concurrencies=tuple(args.concurrency), rates=tuple(args.rate),
                              duration=args.duration, warmup=args.warmup, seed=args.seed,
-                             max_in_flight=args.max_in_flight, ceiling=not args.no_ceiling)
+                             max_in_flight=args.max_in_flight, ceiling=not args.no_ceiling,
+                             client_processes=args.client_processes, gpu_limits=args.gpu_limits)
         if args.payload:
             payloads = [loadgen.load_payload(p, args.content_type) for p in args.payload]
         else:
@@ -457,6 +502,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     path = args.path or f"/predictions/{args.model}"
 
+    gpu_limits = None
+    if config.gpu_limits:  # before any server: the GPU must be the benchmark's alone
+        from torchserve_perf.tools.gpu_report import host_limits
+
+        gpu_limits = host_limits(args.quick, progress)
     server = None
     if args.model_store:
         from torchserve_perf.tools import serving
@@ -485,6 +535,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if server is not None:
             server.stop()
     report = build_report(config, target, payloads, runs, ceilings)
+    if gpu_limits is not None:
+        report["gpu_limits"] = gpu_limits
     paths = write_outputs(report, args.out)
     print()
     print(render_markdown(report))

@@ -52,11 +52,17 @@ def summarise(samples: Sequence[GpuSample]) -> list[GpuUsage]:
 
 
 def gpu_count() -> int:
+    """GPUs NVML sees on this host (the server's, when bench runs beside it); 0 without NVML.
+    NVML rather than torch: the load client need not import torch."""
     try:
-        import torch
+        import pynvml
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # no usable CUDA runtime
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # pynvml missing, no driver, no GPU
         return 0
 
 

@@ -75,6 +75,7 @@ class LoadResult:
     offered_rate: Optional[float] = None  # open loop: requests per second asked for
     client_cpu_s: float = 0.0  # CPU time this process spent during the run (all its threads)
     start_lags: list[float] = field(default_factory=list)  # open loop: actual start - scheduled start
+    gpu: list[dict] = field(default_factory=list)  # per GPU: utilisation and memory sampled during the run (NVML)
 
     @property
     def requests(self) -> int:
@@ -114,6 +115,8 @@ class LoadResult:
             "client_cpu_ms_per_request": (round(self.client_cpu_ms_per_request, 3)
                                           if self.requests else None),
         }
+        if self.gpu:
+            out["gpu"] = self.gpu
         if self.mode == "open":
             lags = sorted(self.start_lags)
             out["offered_rate_rps"] = self.offered_rate

@@ -33,6 +33,13 @@ def auto_processes(concurrency: int, cores: int) -> int:
     return max(1, min(max(1, concurrency) // 4, max(1, cores) // 2))
 
 
+def resolve(processes: Union[int, str], concurrency: int, cores: Optional[int] = None) -> int:
+    """``--client-processes``: a number, or ``auto`` (:func:`auto_processes` for this machine)."""
+    if processes == "auto":
+        return auto_processes(concurrency, cores or os.cpu_count() or 1)
+    return max(1, int(processes))
+
+
 def split(concurrency: int, processes: int) -> list[int]:
     """Clients per process, as even as possible; no process without clients."""
     processes = max(1, min(processes, concurrency))
@@ -83,8 +90,7 @@ def closed_loop_processes(url: str, payloads: Sequence[Payload], concurrency: in
 
     With one process it runs here, in threads, like :func:`loadgen.closed_loop`. ``warmup``: requests
     each process sends before the timed run (its connections and caches)."""
-    count = auto_processes(concurrency, os.cpu_count() or 1) if processes == "auto" else int(processes)
-    shares = split(concurrency, count)
+    shares = split(concurrency, resolve(processes, concurrency))
     if len(shares) == 1:
         send = HttpSender(url, payloads, token=token, headers=headers, timeout=timeout)
         if warmup:
@@ -171,6 +177,17 @@ def ceiling(payloads: Sequence[Payload], concurrency: int, processes: int, durat
     """The client's throughput against the trivial endpoint with ``processes`` load processes."""
     with TrivialServers(server_processes) as server:
         return closed_loop_processes(server.url, payloads, concurrency, duration, processes, warmup=20)
+
+
+def client_ceilings(payloads: Sequence[Payload], concurrencies: Sequence[int], processes: Union[int, str] = 1,
+                    duration: float = 2.0) -> dict[int, LoadResult]:
+    """The client's ceiling at each concurrency, with as many load (and endpoint) processes as a run
+    at that concurrency uses."""
+    out = {}
+    for concurrency in sorted(set(concurrencies)):
+        count = resolve(processes, concurrency)
+        out[concurrency] = ceiling(payloads, concurrency, count, duration, server_processes=count)
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> int:
