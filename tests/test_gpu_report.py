@@ -96,3 +96,34 @@ def test_bench_markdown_shows_gpu_use_and_limits():
     assert "nvjpeg with 8 threads: 9876 img/s" in text
     assert gpu_lines({"runs": [{"label": "c=1"}]}) == []
     assert "no CUDA" in "\n".join(gpu_lines({"runs": [], "gpu_limits": {"skipped": "no CUDA device"}}))
+
+
+def test_compare_report_has_a_gpu_section_when_gpus_were_sampled():
+    from torchserve_perf.tools import compare
+    from tests.test_bench_compare import RAW, _results
+
+    results = _results()
+    results["ours_tuned"].runs[8]["gpu"] = [{"gpu": "0", "samples": 40, "util_mean_pct": 88.0, "util_max_pct": 100.0,
+                                             "memory_max_mib": 9000, "memory_total_mib": 81559}]
+    report = {
+        "created": "now", "machine": {"cores": 16, "cpu": "cpu"}, "quick": False, "seconds": 20, "warmup": 5,
+        "concurrencies": [1, 4, 8], "payload": {"name": "payload.jpg", "bytes": 1000}, "raw": RAW,
+        "systems": {k: r.as_dict() for k, r in results.items()}, "ratios": compare.ratios(results, RAW, (1, 4, 8)),
+        "goals": [], "tuned_source": "x", "client_ceiling": {}, "client_notes": [], "command": "make compare",
+        "gpu_limits": {"skipped": "no CUDA device"},
+    }
+    text = compare.render(report)
+    assert "## GPU" in text and "c=8: GPU 0 busy 88% on average (max 100%), memory up to 9000 of 81559 MiB" in text
+    assert "GPU limits: no CUDA device" in text
+    report["gpu_limits"] = None
+    del results["ours_tuned"].runs[8]["gpu"]
+    report["systems"] = {k: r.as_dict() for k, r in results.items()}
+    assert "## GPU" not in compare.render(report)
+
+
+def test_limits_child_writes_json(tmp_path):
+    from torchserve_perf.tools.gpu_report import limits_in_child
+
+    report = limits_in_child(True, tmp_path / "gpu.json")
+    assert (tmp_path / "gpu.json").is_file()
+    assert ("skipped" in report) is (not torch.cuda.is_available())

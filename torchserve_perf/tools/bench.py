@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 
 from torchserve_perf.tools import loadgen, multiload, paths
-from torchserve_perf.tools.gpu_report import GpuSampler
+from torchserve_perf.tools.gpu_report import GpuSampler, render_lines
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 from torchserve_perf.tools.argparsing import command_parser
 
@@ -141,22 +141,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def gpu_lines(report: dict) -> list[str]:
     """GPU utilisation per run, and the GPU's in-process limits, where they were measured."""
-    lines = []
-    for run in report["runs"]:
-        for gpu in run.get("gpu", []):
-            lines.append(f"- {run['label']}: GPU {gpu['gpu']} busy {gpu['util_mean_pct']:.0f}% on average "
-                         f"(max {gpu['util_max_pct']:.0f}%), memory up to {gpu['memory_max_mib']} of "
-                         f"{gpu['memory_total_mib']} MiB")
-    limits = report.get("gpu_limits") or {}
-    if limits.get("skipped"):
-        lines.append(f"- GPU limits: {limits['skipped']}")
-    for point in limits.get("model_limits", []):
-        value = f"{point['images_per_s']:.0f} img/s" if "images_per_s" in point else point.get("error", "")
-        lines.append(f"- in process on {limits.get('gpu')}: {point['variant']} batch {point['batch']}: {value}")
-    for point in (limits.get("decode") or {}).get("points", []):
-        lines.append(f"- decode ceiling: {point['path']} with {point['threads']} threads: "
-                     f"{point['images_per_s']:.0f} img/s")
-    return (["**GPU**", ""] + lines + [""]) if lines else []
+    return render_lines([(run["label"], run) for run in report["runs"]], report.get("gpu_limits"))
 
 
 def render_markdown(report: dict) -> str:
@@ -504,9 +489,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     gpu_limits = None
     if config.gpu_limits:  # before any server: the GPU must be the benchmark's alone
-        from torchserve_perf.tools.gpu_report import host_limits
+        from torchserve_perf.tools.gpu_report import limits_in_child
 
-        gpu_limits = host_limits(args.quick, progress)
+        args.out.mkdir(parents=True, exist_ok=True)
+        gpu_limits = limits_in_child(args.quick, args.out / "gpu_limits.json")
     server = None
     if args.model_store:
         from torchserve_perf.tools import serving

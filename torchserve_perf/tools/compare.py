@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools.gpu_report import GpuSampler, limits_in_child, render_lines
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 from torchserve_perf.tools.argparsing import command_parser
 
@@ -245,8 +246,10 @@ def measure(send: Callable[[], int], cfg: CompareConfig, label: str) -> dict[int
         loadgen.closed_loop(send, max(cfg.concurrencies), duration=cfg.warmup)
     runs = {}
     for c in cfg.concurrencies:
-        result = loadgen.closed_loop(send, c, duration=cfg.seconds,
-                                     progress=lambda line: print(line, flush=True), progress_every=10.0)
+        with GpuSampler() as gpus:  # NVML utilisation and memory while the run lasts (nothing without GPUs)
+            result = loadgen.closed_loop(send, c, duration=cfg.seconds,
+                                         progress=lambda line: print(line, flush=True), progress_every=10.0)
+        result.gpu = gpus.usage()
         print(f"  {label:<14} {result.line()}", flush=True)
         runs[c] = result.summary()
     return runs
@@ -536,6 +539,9 @@ def render(report: dict) -> str:
     lines += [f"- {n}" for n in report["client_notes"]] or ["- No server came near the client's ceiling: the client "
                                                              "was not the bottleneck."]
     lines.append("- The client runs on the same machine and shares its cores with every server alike.")
+    gpu_runs = [(f"{s['title']} c={c}", run) for s in report["systems"].values() for c, run in s["runs"].items()]
+    gpu = render_lines(gpu_runs, report.get("gpu_limits"))
+    lines += (["", "## GPU", ""] + gpu[2:]) if gpu else []
     lines += ["", f"Regenerate: `{report['command']}`", ""]
     return "\n".join(lines)
 
@@ -586,6 +592,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "raw" in cfg.systems:
         print("\n[raw] in-process limit (child process)", flush=True)
         raw = run_raw(cfg, payload_path)
+    print("\nGPU limits (CUDA hosts only) ...", flush=True)
+    gpu_limits = limits_in_child(cfg.quick, cfg.out / "gpu_limits.json")  # before any server holds the GPU
     store, plans = build_store(cfg, tuned)
     results: dict[str, SystemResult] = {}
     for key in SYSTEMS[1:]:
@@ -603,6 +611,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "payload": {"name": payload.name, "bytes": len(payload.body), "content_type": payload.content_type},
         "tuned": tuned, "tuned_source": tuned_source,
         "raw": raw,
+        "gpu_limits": gpu_limits,
         "systems": {k: r.as_dict() for k, r in results.items()},
         "ratios": ratios(results, raw, cfg.concurrencies),
         "defaults_ratios": defaults_ratios(results, cfg.concurrencies) if "ours_default" in results else {},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from torchserve_perf.plugins.metrics.gpu import GpuSample, NvmlProbe
@@ -199,3 +200,59 @@ def host_limits(quick: bool = False, progress: Optional[Callable[[str], None]] =
         f"  decode {p.path:<7} threads {p.threads:<3} {p.images_per_s:9.0f} img/s"))
     return {"gpu": torch.cuda.get_device_name(device), "model": "resnet18", "model_limits": limits,
             "decode": decode}
+
+
+def render_lines(runs: Sequence[tuple[str, dict]], limits: Optional[dict]) -> list[str]:
+    """Markdown bullets: GPU use per (label, run summary), then the in-process limits and decode ceilings."""
+    lines = []
+    for label, run in runs:
+        for gpu in run.get("gpu") or []:
+            lines.append(f"- {label}: GPU {gpu['gpu']} busy {gpu['util_mean_pct']:.0f}% on average "
+                         f"(max {gpu['util_max_pct']:.0f}%), memory up to {gpu['memory_max_mib']} of "
+                         f"{gpu['memory_total_mib']} MiB")
+    limits = limits or {}
+    if limits.get("skipped"):
+        lines.append(f"- GPU limits: {limits['skipped']}")
+    for point in limits.get("model_limits", []):
+        value = f"{point['images_per_s']:.0f} img/s" if "images_per_s" in point else point.get("error", "")
+        lines.append(f"- in process on {limits.get('gpu')}: {point['variant']} batch {point['batch']}: {value}")
+    for point in (limits.get("decode") or {}).get("points", []):
+        lines.append(f"- decode ceiling: {point['path']} with {point['threads']} threads: "
+                     f"{point['images_per_s']:.0f} img/s")
+    return (["**GPU**", ""] + lines + [""]) if lines else []
+
+
+def limits_in_child(quick: bool, out: Path) -> dict:
+    """:func:`host_limits` in a child process: the caller never holds a CUDA context while servers run."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torchserve_perf.tools.gpu_report", "--out", str(out)] + (["--quick"] if quick else [])
+    done = subprocess.run(command)
+    if done.returncode != 0 or not out.is_file():
+        return {"skipped": f"the GPU limits child failed (exit {done.returncode})"}
+    return json.loads(out.read_text())
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="this host's GPU limits: model in process and decode ceilings")
+    parser.add_argument("--out", type=Path, help="write the JSON here (default: print it)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    report = host_limits(args.quick, lambda line: print(line, flush=True))
+    text = json.dumps(report, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
