@@ -11,8 +11,8 @@ from torchserve_perf.tools.tuning.space import Candidate, heuristic_start, host_
     (2, 0, (1, 2), (0, 1, 2), (1, 2, 4, 8), (0,)),
     (6, 0, (1, 2, 4, 6), (0, 1, 2, 4, 6), (1, 2, 4, 8), (0,)),
     (16, 0, (1, 2, 4, 8, 16), (0, 1, 2, 4, 8, 16), (1, 2, 4, 8), (0,)),   # reaches the 16-worker region
-    (16, 1, (1, 2, 4, 8, 16), (0, 1, 2, 4, 8, 16), (1, 2, 4, 8, 16, 32), (1,)),  # and batch 16 on the H100 host
-    (8, 2, (1, 2, 4, 8), (0, 1, 2, 4, 8), (1, 2, 4, 8, 16, 32), (1, 2)),
+    (16, 1, (1, 2, 4, 8, 16), (0, 1, 2, 4, 8, 16), (1, 2, 4, 8, 16, 32, 64, 128), (1,)),  # and batch 16 on the H100 host
+    (8, 2, (1, 2, 4, 8), (0, 1, 2, 4, 8), (1, 2, 4, 8, 16, 32, 64, 128), (1, 2)),
 ])
 def test_host_space_table(cores, gpus, workers, threads, batches, gpu_axis):
     space = host_space(cores, gpus)
@@ -36,3 +36,18 @@ def test_elastic_and_fixed_threads_in_the_model_config():
     from torchserve_perf.handlers.settings import load_settings
 
     assert load_settings(elastic, {}).threads.elastic is True  # the handler accepts what the tuner writes
+
+
+def test_decode_choices_set_handler_decode_not_the_chain():
+    from torchserve_perf.handlers.settings import load_settings
+    from torchserve_perf.tools.tuning.evaluate import split_decode
+
+    c = Candidate(2, 1, 64, 1, ("fp16", "cuda_graphs", "decode_cpu"), 1)
+    config = model_config({"handler": {"image": {"topk": 5}}}, c)
+    assert config["handler"]["optimizations"] == ["fp16", "cuda_graphs"]
+    assert config["handler"]["decode"] == {"on_device": "never"}
+    settings = load_settings(config, {}, "image", __import__("torchserve_perf.handlers.options",
+                                                             fromlist=["ImageOptions"]).ImageOptions)
+    assert settings.decode.on_device == "never" and settings.optimizations.chain == ("fp16", "cuda_graphs")
+    assert split_decode(("decode_nvjpeg",)) == ([], {"on_device": "always", "nvjpeg": "auto"})
+    assert "decode" not in model_config({}, Candidate(1, 1, 1, 1, ("channels_last",)))["handler"]

@@ -198,6 +198,8 @@ def tuned_model_config(base: dict, tuned: dict) -> dict:
     handler = dict(config.get("handler") or {})
     handler["threads"] = {**(handler.get("threads") or {}), "intra_op": tuned["intra_op_threads"] or "auto"}  # 0: elastic
     handler["optimizations"] = list(tuned["optimizations"])
+    if tuned.get("decode"):  # the tuner's decode path (handler.decode)
+        handler["decode"] = dict(tuned["decode"])
     config["handler"] = handler
     return config
 

@@ -37,6 +37,10 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+CPU_OPTIMIZATIONS = ((), ("channels_last",))
+GPU_OPTIMIZATIONS = ((), ("decode_device",), ("decode_cpu",))  # none: the handler's GPU defaults
+
+
 def chain_list(text: str) -> tuple[tuple[str, ...], ...]:
     try:
         chains = tuple(dict.fromkeys(parse_optimization(v) for v in text.split(",")))
@@ -55,15 +59,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each measurement (default 1.5)")
     p.add_argument("--payload", type=Path, help="request body file (default: a JPEG for images, a sentence for text)")
     # Axes left out come from the host (space.host_space): workers up to the physical cores, threads
-    # elastic (0) or 1 up to the cores, batch up to 8 (32 on a GPU), delays 1, 5, 25 ms.
+    # elastic (0) or 1 up to the cores, batch up to 8 (128 on a GPU), delays 1, 5, 25 ms.
     p.add_argument("--workers", type=int_list, help="worker counts (default: 1, 2, 4, ... up to the physical cores)")
     p.add_argument("--threads", type=int_list,
                    help="intra-op threads per worker; 0 = elastic (default: 0, 1, 2, ... up to the cores)")
-    p.add_argument("--batch-sizes", type=int_list, help="batch sizes (default: 1, 2, 4, 8; up to 32 on a GPU host)")
+    p.add_argument("--batch-sizes", type=int_list, help="batch sizes (default: 1, 2, 4, 8; up to 128 on a GPU host)")
     p.add_argument("--delays", type=int_list, help="max batch delays in ms (default 1, 5, 25; TorchServe reads 0 as 100)")
-    p.add_argument("--optimizations", type=chain_list, default=((), ("channels_last",)),
+    p.add_argument("--optimizations", type=chain_list, default=None,
                    help="comma-separated choices; 'none', a plugin name, or a chain joined by '+' "
-                        "(e.g. none,channels_last,compile,channels_last+compile)")
+                        "(e.g. none,channels_last,compile,channels_last+compile); decode_cpu, decode_device and "
+                        "decode_nvjpeg choose the image decode path (default: none,channels_last; on a GPU host "
+                        "none (fp16, CUDA graphs, resize on the GPU, nvjpeg where available),decode_device,decode_cpu)")
     p.add_argument("--gpus", default="auto", help="number_of_gpu values: 'auto' (1..all GPUs on a GPU host, "
                    "0 without), or a comma list")
     p.add_argument("--strategy", choices=("search", "grid"), default="search")
@@ -108,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if args.quick:
         args.workers, args.threads, args.batch_sizes, args.delays = (1, 2), (1,), (1, 2), (5,)
-        args.optimizations = args.optimizations[:1]
+        args.optimizations = (args.optimizations or CPU_OPTIMIZATIONS)[:1]
         args.duration, args.warmup = min(args.duration, 2.0), min(args.warmup, 0.5)
         args.budget_min = min(args.budget_min, 3.0)
         args.confirm_top = min(args.confirm_top, 1)
@@ -117,6 +123,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     cores = args.physical_cores or physical_cores()
     gpus = detect_gpus(args.gpus)
+    if args.optimizations is None:
+        args.optimizations = GPU_OPTIMIZATIONS if max(gpus) else CPU_OPTIMIZATIONS
     host = host_space(cores, max(gpus), args.optimizations)
     space = SearchSpace(workers=args.workers or host.workers, threads=args.threads or host.threads,
                         batch_sizes=args.batch_sizes or host.batch_sizes, delays_ms=args.delays or host.delays_ms,

@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import requests
 
@@ -41,6 +41,23 @@ class LoadSettings:
     register_timeout_s: float = 300.0
 
 
+# Decode paths the search can choose, written like plugins in an optimization choice
+# ("fp16+decode_cpu"): they set handler.decode instead of joining the chain.
+DECODE_CHOICES: dict[str, dict] = {
+    "decode_cpu": {"on_device": "never"},  # Pillow decodes and resizes on the CPU
+    "decode_device": {"on_device": "always", "nvjpeg": "off"},  # CPU decode, resize on the model's device
+    "decode_nvjpeg": {"on_device": "always", "nvjpeg": "auto"},  # JPEGs decoded on the GPU
+}
+
+
+def split_decode(choice: Sequence[str]) -> tuple[list[str], dict]:
+    """An optimization choice -> (the plugin chain, the handler.decode settings its decode_* names set)."""
+    decode: dict = {}
+    for name in (n for n in choice if n in DECODE_CHOICES):
+        decode.update(DECODE_CHOICES[name])
+    return [n for n in choice if n not in DECODE_CHOICES], decode
+
+
 def model_config(base: dict, c: Candidate) -> dict:
     """The model-config.yaml for one candidate: the spec's own settings with the tuned ones on top."""
     config = copy.deepcopy(base)
@@ -51,7 +68,9 @@ def model_config(base: dict, c: Candidate) -> dict:
     threads["intra_op"] = c.threads or "auto"  # 0: the handler's elastic threads
     threads["elastic"] = not c.threads
     handler["threads"] = threads
-    handler["optimizations"] = list(c.optimization)
+    handler["optimizations"], decode = split_decode(c.optimization)
+    if decode:
+        handler["decode"] = {**dict(handler.get("decode") or {}), **decode}
     config["handler"] = handler
     if c.gpus:
         config["deviceType"] = "gpu"

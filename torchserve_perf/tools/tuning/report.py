@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from torchserve_perf.tools.tuning.evaluate import RESPONSE_TIMEOUT_S, model_config
+from torchserve_perf.tools.tuning.evaluate import RESPONSE_TIMEOUT_S, model_config, split_decode
 from torchserve_perf.tools.tuning.objective import Aggregate, Objective, rank
 from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, optimization_label
 from torchserve_perf.tools.tuning.state import TuneState
@@ -95,7 +95,8 @@ def best_json(summary: dict[str, Any], best: Candidate, a: Aggregate) -> dict[st
         "intra_op_threads": best.threads,
         "batch_size": best.batch_size,
         "max_batch_delay_ms": best.max_batch_delay_ms,
-        "optimizations": list(best.optimization),
+        "optimizations": split_decode(best.optimization)[0],
+        "decode": split_decode(best.optimization)[1],  # handler.decode (the decode path), {}: the handler's default
         "number_of_gpu": best.gpus,
         "p99_target_ms": summary["p99_target_ms"],
         "concurrency": summary["concurrency"],
