@@ -29,9 +29,10 @@ from torchserve_perf.handlers.observers import BatchFinished, BatchStarted, Obse
 from torchserve_perf.handlers.settings import HandlerSettings, load_settings
 from torchserve_perf.handlers.validation import (allows_non_finite, json_safe, non_finite_count, non_finite_error,
                                                  safe_text)
-from torchserve_perf.plugins import gpu_memory, threads
+from torchserve_perf.plugins import elastic, gpu_memory, host_defaults, threads
 from torchserve_perf.plugins.decode_pool import DecodePool, Failure
 from torchserve_perf.plugins.metrics import WorkerMetrics
+from torchserve_perf.plugins.optimizations import auto_cache
 from torchserve_perf.plugins.optimizations import OptimizationResult, Registry, Runtime, optimize, standard_registry
 from torchserve_perf.plugins.profiler import BatchProfiler
 from torchserve_perf.plugins.worker import WorkerIdentity
@@ -69,6 +70,7 @@ class PerfHandler(BaseHandler):
         self.worker = WorkerIdentity.from_context(context)
         self.device = self.select_device(context)
         self.thread_decision = self.apply_thread_policy()
+        self.elastic = self.start_elastic_threads()
         self.decode_pool = DecodePool.for_worker(self.settings.decode, self.thread_decision.intra_op,
                                                  int(context.system_properties.get("batch_size") or 1))
         gpu_memory.check_fits(self.device, context.system_properties["model_dir"], context.manifest)
@@ -77,6 +79,7 @@ class PerfHandler(BaseHandler):
         self.runner = self.optimization.model
         self.metrics = WorkerMetrics(self.settings.metrics, self.worker, context.metrics)
         self.profiler = BatchProfiler(self.settings.profiler, self.worker, on_trace_written=self.metrics.trace_written)
+        self.threads_observer = elastic.ElasticObserver(self.elastic, self.metrics.batch_threads)
         self.observers = Observers(self.make_observers())
         self.metrics.loaded(self.optimization, self.thread_decision)
         self.initialized = True
@@ -88,7 +91,8 @@ class PerfHandler(BaseHandler):
 
     def make_observers(self) -> list[Any]:
         """What watches each batch, in call order. Override to add an observer of your own."""
-        return [self.profiler, self.metrics]
+        # Elastic threads first: the batch's threads are set before anything else runs.
+        return [self.threads_observer, self.profiler, self.metrics]
 
     def select_device(self, context: Any) -> torch.device:
         gpu_id = context.system_properties.get("gpu_id")
@@ -113,6 +117,17 @@ class PerfHandler(BaseHandler):
                  os.path.dirname(os.path.abspath(__file__)))
         return decision
 
+    def start_elastic_threads(self) -> Optional[elastic.ElasticThreads]:
+        """Per batch, the cores the model's other workers leave idle (plugins/elastic.py); None when off."""
+        assert self.settings and self.worker
+        config = self.settings.threads
+        plan = elastic.plan(elastic=config.elastic, intra_op_auto=config.intra_op == "auto",
+                            pinned=bool(self.thread_decision.cores), device=str(self.device),
+                            physical=threads.physical_cores(threads.allowed_cores()))
+        log.info("%s %s", self.worker.name, plan.describe())
+        host_defaults.log_if_unset(self.worker.name, self.context.model_yaml_config or {})
+        return elastic.start(plan, self.worker.model_name, self.worker.model_version)
+
     def load_model(self, context: Any) -> torch.nn.Module:
         return load_archived_model(context.system_properties["model_dir"], context.manifest, self.device)
 
@@ -128,6 +143,7 @@ class PerfHandler(BaseHandler):
             inter_op_threads=self.thread_decision.inter_op,
             model_name=self.worker.model_name,
             batch_size=int(self.context.system_properties.get("batch_size") or 1),
+            cache_dir=auto_cache.shared_dir(),  # auto's choice and compile caches, kept across restarts
         )
         example = self.example_input()  # None: the handler cannot make one (e.g. no tensor.input_shape)
         example = example.to(self.device) if example is not None else None

@@ -215,3 +215,30 @@ def start(plan_: ElasticPlan, model_name: str, model_version: str,
     except Exception:
         log.warning("elastic threads off: cannot use %s; the static thread split stays", path, exc_info=True)
         return None
+
+
+class ElasticObserver:
+    """A batch observer (handlers/observers.py): threads set before the batch, the mark cleared after,
+    and the threads each batch ran with reported (``report``: the metrics' batch_threads)."""
+
+    def __init__(self, elastic: Optional[ElasticThreads], report: Callable[[int], None]) -> None:
+        self.elastic = elastic
+        self.report = report
+        self.threads = 0
+
+    def batch_started(self, event: object) -> None:
+        if self.elastic is not None:
+            self.threads = self.elastic.begin()
+        else:
+            import torch
+
+            self.threads = torch.get_num_threads()
+
+    def batch_finished(self, event: object) -> None:
+        if self.elastic is not None:
+            self.elastic.end()
+        self.report(self.threads)
+
+    def close(self) -> None:
+        if self.elastic is not None:
+            self.elastic.close()

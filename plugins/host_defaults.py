@@ -92,3 +92,21 @@ def detect(models: int = 1, latency_ms: Optional[float] = None) -> HostSettings:
     from torchserve_perf.plugins.worker import _gpu_count
 
     return host_defaults(physical_cores(allowed_cores()), _gpu_count(), models, latency_ms)
+
+
+def log_if_unset(worker: str, model_yaml_config: Mapping[str, Any]) -> Optional[HostSettings]:
+    """At load: when model-config leaves the frontend's keys out, TorchServe uses its own defaults
+    (a worker per CPU, batch 1, 100 ms); the worker cannot change them, so it says what this host's
+    would be and how to get them."""
+    missing = [key for key in FRONTEND_KEYS if key not in model_yaml_config]
+    if not missing:
+        return None
+    settings = detect()
+    derived = settings.model_config()
+    import logging
+
+    logging.getLogger(__name__).info(
+        "%s: model-config sets no %s, so TorchServe's defaults apply; this host's would be %s (%s). "
+        "Archive with `torchserve-perf archive` or add them to model-config.yaml", worker, ", ".join(missing),
+        ", ".join(f"{k}: {derived[k]}" for k in missing), settings.reason)
+    return settings

@@ -107,6 +107,11 @@ class WorkerMetrics:
         self.rejected(event.rejected)
 
     @observer
+    def batch_threads(self, threads: int) -> None:
+        """Intra-op threads the batch ran with (elastic threads change it per batch)."""
+        self._emit(catalog.BATCH_THREADS, int(threads))
+
+    @observer
     def trace_written(self, path: Any) -> None:
         self._emit(catalog.TRACES, 1)
 

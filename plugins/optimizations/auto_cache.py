@@ -35,6 +35,17 @@ def default_dir() -> Path:
     return Path(base) / "torchserve_perf" / "auto"
 
 
+def shared_dir() -> Optional[str]:
+    """The worker's runtime cache dir (``torchserve_perf`` under the user's cache dir), or None when
+    it cannot be created (a read-only home): auto then searches at every load, as without a cache."""
+    folder = default_dir().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    return str(folder) if os.access(folder, os.W_OK) else None
+
+
 def model_digest(model: Any) -> str:
     """The model's class and every parameter and buffer (name, dtype, shape, bytes)."""
     digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
