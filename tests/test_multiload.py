@@ -66,4 +66,4 @@ def test_bench_parses_client_processes():
 
     assert bench.parse_args(["--url", "http://x", "--client-processes", "auto"]).client_processes == "auto"
     assert bench.parse_args(["--url", "http://x", "--client-processes", "3"]).client_processes == 3
-    assert bench.parse_args(["--url", "http://x"]).client_processes == 1
+    assert bench.parse_args(["--url", "http://x"]).client_processes == "auto"

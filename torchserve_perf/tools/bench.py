@@ -257,7 +257,7 @@ def run_benchmark(config: BenchConfig, url: str, token: Optional[str], payloads:
     ceilings: dict[int, LoadResult] = {}
     if config.ceiling:
         levels = set(config.concurrencies) | ({config.max_in_flight} if config.rates else set())
-        if config.client_processes == 1:
+        if all(multiload.resolve(config.client_processes, level) == 1 for level in levels):
             ceilings = loadgen.client_ceiling(payloads, sorted(levels), duration=min(2.0, config.duration),
                                               workdir=workdir)
         else:  # the ceiling of the same number of load processes
@@ -433,9 +433,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     load.add_argument("--content-type", help="content type of all payloads (default: from the extension)")
     load.add_argument("--quick", action="store_true", help="short runs: 3 s each, 1 s warm-up")
     load.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
-    load.add_argument("--client-processes", default="1", type=lambda v: v if v == "auto" else int(v),
-                      help="closed-loop clients spread over this many processes, or 'auto' (one per 4 clients, "
-                           "at most half the cores); one process tops out at a few thousand req/s")
+    load.add_argument("--client-processes", default="auto", type=lambda v: v if v == "auto" else int(v),
+                      help="closed-loop clients spread over this many processes; 'auto' (default): one per 4 "
+                           "clients, at most half the cores (one process tops out at a few thousand req/s)")
     load.add_argument("--gpu-limits", action="store_true",
                       help="on a CUDA host, first measure the model's in-process limits (eager, fp16, CUDA graphs, "
                            "compiled) and the decode ceilings (CPU pool, nvjpeg) for the report")
