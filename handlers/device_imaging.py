@@ -115,10 +115,15 @@ def resize_crop_normalise(images: torch.Tensor, target: tuple[int, int], crop: i
     The resized pixels are rounded to 8 bits, as Pillow's resize of an 8-bit image rounds them, so
     both paths feed the model the same numbers (within one step of rounding)."""
     width, height = target
-    resized = F.interpolate(images.float(), size=(height, width), mode="bilinear", antialias=True,
-                            align_corners=False)
     left, top = (width - crop) // 2, (height - crop) // 2
-    cropped = resized[:, :, top:top + crop, left:left + crop].round_().clamp_(0, 255)
+    if images.device.type == "cpu":
+        # CPU has a uint8 kernel (channels-last, as staged): Pillow's own rounding, several times faster.
+        resized = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        cropped = resized[:, :, top:top + crop, left:left + crop].float()
+    else:
+        resized = F.interpolate(images.float(), size=(height, width), mode="bilinear", antialias=True,
+                                align_corners=False)
+        cropped = resized[:, :, top:top + crop, left:left + crop].round_().clamp_(0, 255)
     return (cropped / 255.0 - mean) / std
 
 
