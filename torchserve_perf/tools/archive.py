@@ -256,11 +256,12 @@ def _is_zip_with(path: Path, markers: Sequence[str]) -> bool:
 
 
 def verify_model(plan: ArchivePlan, input_shape: Optional[Sequence[int]], dtype: str = "float32") -> str:
-    """Load the model the way a worker will (and run one row when the input shape is known)."""
-    import torch
+    """Load the model the way a worker will (and run one row when the input shape is known).
 
-    from torchserve_perf.handlers.loading import eval_mode, load_archived_model
-
+    It runs in a child process whose model directory holds the model, its extra files and nothing
+    else, with that directory importable as TorchServe makes it: a model file that imports its own
+    sibling modules (``--extra-files``) loads here exactly when it will load in a worker.
+    """
     source = plan.source
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         model_dir = Path(tmp)
@@ -269,27 +270,62 @@ def verify_model(plan: ArchivePlan, input_shape: Optional[Sequence[int]], dtype:
         if source.model_file is not None:
             shutil.copy2(source.model_file, model_dir / source.model_file.name)
             manifest["model"]["modelFile"] = source.model_file.name
-        try:
-            model = eval_mode(load_archived_model(str(model_dir), manifest, torch.device("cpu")))
-        except Exception as exc:  # anything a worker would die of, told at build time instead
-            raise ArchiveError(f"the model does not load: {type(exc).__name__}: {str(exc).splitlines()[0][:300]} "
-                               "(fix the model, or give --no-verify to archive it anyway)") from None
-        if not input_shape:
-            return "loads"
-        dtypes = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
-        x = torch.zeros(1, *input_shape, dtype=dtypes[dtype])
-        try:
-            with torch.inference_mode():
-                out = model(x)
-        except Exception as exc:
-            hint = "fix --input-shape, or give --no-verify"
-            if source.kind == "export":  # the usual cause: a batch size fixed at export time
-                hint = ("export with a dynamic batch dimension, e.g. dynamic_shapes={'x': {0: torch.export.Dim("
-                        "'batch')}}, or fix --input-shape")
-            raise ArchiveError(f"the model fails on one row of shape {list(input_shape)}: {type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:300]} ({hint})") from None
-        shape = list(out.shape) if hasattr(out, "shape") else type(out).__name__
-        return f"loads; one row of {list(input_shape)} -> {shape}"
+        for path in plan.extra_files:
+            if path.is_dir():
+                shutil.copytree(path, model_dir / path.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(path, model_dir / path.name)
+        request = json.dumps({"model_dir": str(model_dir), "manifest": manifest, "kind": source.kind,
+                              "input_shape": list(input_shape) if input_shape else None, "dtype": dtype})
+        code = "import sys; from torchserve_perf.tools.archive import _verify_child; _verify_child(sys.argv[1])"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(model_dir), os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run([sys.executable, "-c", code, request], cwd=model_dir, env=env, capture_output=True,
+                              text=True, timeout=600)
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if done.returncode != 0 or "error" in result or "ok" not in result:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ArchiveError(result.get("error") or f"the model check crashed: {tail[:300]} (give --no-verify to skip it)")
+    return str(result["ok"])
+
+
+def _verify_child(request_json: str) -> None:
+    """The child of :func:`verify_model`: prints one JSON line, {"ok": ...} or {"error": ...}."""
+    import torch
+
+    from torchserve_perf.handlers.loading import eval_mode, load_archived_model
+
+    request = json.loads(request_json)
+    input_shape = request["input_shape"]
+
+    def answer(**result: str) -> None:
+        print(json.dumps(result), flush=True)
+
+    try:
+        model = eval_mode(load_archived_model(request["model_dir"], request["manifest"], torch.device("cpu")))
+    except Exception as exc:  # anything a worker would die of, told at build time instead
+        return answer(error=f"the model does not load: {type(exc).__name__}: {_first_line(exc)} "
+                            "(fix the model, or give --no-verify to archive it anyway)")
+    if not input_shape:
+        return answer(ok="loads")
+    dtypes = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, *input_shape, dtype=dtypes[request["dtype"]]))
+    except Exception as exc:
+        hint = "fix --input-shape, or give --no-verify"
+        if request["kind"] == "export":  # the usual cause: a batch size fixed at export time
+            hint = ("export with a dynamic batch dimension, e.g. dynamic_shapes={'x': {0: torch.export.Dim("
+                    "'batch')}}, or fix --input-shape")
+        return answer(error=f"the model fails on one row of shape {input_shape}: {type(exc).__name__}: "
+                            f"{_first_line(exc)} ({hint})")
+    shape = list(out.shape) if hasattr(out, "shape") else type(out).__name__
+    return answer(ok=f"loads; one row of {input_shape} -> {shape}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 # ---- building -----------------------------------------------------------------------------------
