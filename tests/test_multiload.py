@@ -52,11 +52,12 @@ def test_a_dead_endpoint_counts_errors_and_a_broken_child_raises():
 def test_bench_spreads_its_closed_loop_runs_and_ceilings_over_processes():
     from torchserve_perf.tools import bench
 
-    config = bench.BenchConfig("m", (4,), (), 0.5, 0.0, 0, 8, True, client_processes=2)
+    config = bench.BenchConfig("m", (4,), (200.0,), 0.5, 0.0, 0, 4, True, client_processes=2)
     with TrivialServers(2) as server:
         runs, ceilings = bench.run_benchmark(config, server.url, None, BODY, progress=None)
     assert runs[0].concurrency == 4 and runs[0].errors == {} and len(runs[0].latencies) > 50
-    assert set(ceilings) == {4} and ceilings[4].throughput > 0
+    assert runs[1].mode == "open" and runs[1].offered_rate == 200.0 and runs[1].errors == {}
+    assert set(ceilings) == {4} and ceilings[4].throughput > 0  # the open loop's 4 threads share the key
     report = bench.build_report(config, {"url": server.url}, BODY, runs, ceilings)
     assert report["runs"][0]["ok"] == len(runs[0].latencies) and "gpu" not in report["runs"][0]  # no GPUs here
 
@@ -67,3 +68,21 @@ def test_bench_parses_client_processes():
     assert bench.parse_args(["--url", "http://x", "--client-processes", "auto"]).client_processes == "auto"
     assert bench.parse_args(["--url", "http://x", "--client-processes", "3"]).client_processes == 3
     assert bench.parse_args(["--url", "http://x"]).client_processes == "auto"
+
+
+def test_open_loop_spread_over_processes_offers_the_whole_rate():
+    from torchserve_perf.tools.multiload import open_loop_processes
+
+    with TrivialServers(2) as server:
+        result = open_loop_processes(server.url, BODY, rate=400, duration=1.0, processes=2, max_in_flight=8, seed=3)
+    assert result.mode == "open" and result.offered_rate == 400 and result.concurrency == 8
+    assert result.errors == {} and 300 <= len(result.latencies) <= 500  # two Poisson streams of 200/s for 1 s
+    assert len(result.start_lags) == len(result.latencies)
+    assert result.summary()["offered_rate_rps"] == 400
+
+
+def test_merge_of_open_loop_parts():
+    a = LoadResult(concurrency=4, seconds=1.0, latencies=[0.1], mode="open", offered_rate=100.0, start_lags=[0.01])
+    b = LoadResult(concurrency=4, seconds=1.2, latencies=[0.2], mode="open", offered_rate=100.0, start_lags=[0.02])
+    merged = merge([a, b])
+    assert merged.mode == "open" and merged.offered_rate == 200.0 and merged.start_lags == [0.01, 0.02]

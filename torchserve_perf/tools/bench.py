@@ -282,8 +282,12 @@ def run_benchmark(config: BenchConfig, url: str, token: Optional[str], payloads:
             progress(run.line())
     for rate in config.rates:
         with GpuSampler() as gpus:
-            run = loadgen.open_loop(send, rate, duration=config.duration, seed=config.seed,
-                                    max_in_flight=config.max_in_flight, progress=progress)
+            if multiload.resolve(config.client_processes, config.max_in_flight) == 1:
+                run = loadgen.open_loop(send, rate, duration=config.duration, seed=config.seed,
+                                        max_in_flight=config.max_in_flight, progress=progress)
+            else:  # Poisson streams at shares of the rate, one per process
+                run = multiload.open_loop_processes(url, payloads, rate, config.duration, config.client_processes,
+                                                    max_in_flight=config.max_in_flight, seed=config.seed, token=token)
         run.gpu = gpus.usage()
         runs.append(run)
         if progress:
@@ -434,8 +438,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     load.add_argument("--quick", action="store_true", help="short runs: 3 s each, 1 s warm-up")
     load.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     load.add_argument("--client-processes", default="auto", type=lambda v: v if v == "auto" else int(v),
-                      help="closed-loop clients spread over this many processes; 'auto' (default): one per 4 "
-                           "clients, at most half the cores (one process tops out at a few thousand req/s)")
+                      help="clients (closed loop) or client threads (open loop) spread over this many processes; "
+                           "'auto' (default): one per 4 clients, at most half the cores (one process tops out at a "
+                           "few thousand req/s)")
     load.add_argument("--gpu-limits", action="store_true",
                       help="on a CUDA host, first measure the model's in-process limits (eager, fp16, CUDA graphs, "
                            "compiled) and the decode ceilings (CPU pool, nvjpeg) for the report")

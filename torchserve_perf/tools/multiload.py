@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-from torchserve_perf.tools.loadgen import HttpSender, LoadResult, Payload, _TrivialProtocol, closed_loop
+from torchserve_perf.tools.loadgen import HttpSender, LoadResult, Payload, _TrivialProtocol, closed_loop, open_loop
 
 START_TIMEOUT_S = 60.0
 
@@ -48,10 +48,16 @@ def split(concurrency: int, processes: int) -> list[int]:
 
 
 def merge(parts: Sequence[LoadResult]) -> LoadResult:
-    """One result from the processes' results: their latencies and errors together, over the longest run."""
-    merged = LoadResult(concurrency=sum(p.concurrency for p in parts), seconds=max(p.seconds for p in parts))
+    """One result from the processes' results: their latencies and errors together, over the longest run.
+    Open-loop parts (Poisson streams whose sum is one Poisson stream) add up their offered rates."""
+    first = parts[0]
+    merged = LoadResult(concurrency=sum(p.concurrency for p in parts), seconds=max(p.seconds for p in parts),
+                        mode=first.mode)
+    if first.mode == "open":
+        merged.offered_rate = sum(p.offered_rate or 0.0 for p in parts)
     for part in parts:
         merged.latencies.extend(part.latencies)
+        merged.start_lags.extend(part.start_lags)
         for code, count in part.errors.items():
             merged.errors[code] = merged.errors.get(code, 0) + count
         merged.client_cpu_s += part.client_cpu_s
@@ -64,10 +70,12 @@ class _Job:
     payloads: tuple[Payload, ...]
     token: Optional[str]
     headers: Optional[dict]
-    concurrency: int
+    concurrency: int  # closed loop: clients; open loop: client threads (max in flight)
     duration: float
     warmup: int
     timeout: float
+    rate: Optional[float] = None  # open loop: this process's share of the offered rate
+    seed: Optional[int] = None
 
 
 def _child(job: _Job, barrier: Any, results: Any) -> None:
@@ -76,7 +84,10 @@ def _child(job: _Job, barrier: Any, results: Any) -> None:
         if job.warmup:
             closed_loop(send, job.concurrency, duration=job.duration, max_requests=job.warmup)
         barrier.wait(START_TIMEOUT_S)
-        result = closed_loop(send, job.concurrency, duration=job.duration)
+        if job.rate is None:
+            result = closed_loop(send, job.concurrency, duration=job.duration)
+        else:
+            result = open_loop(send, job.rate, duration=job.duration, seed=job.seed, max_in_flight=job.concurrency)
         results.put(("ok", result))
     except BaseException as exc:  # reported to the parent, which raises it
         barrier.abort()
@@ -96,15 +107,35 @@ def closed_loop_processes(url: str, payloads: Sequence[Payload], concurrency: in
         if warmup:
             closed_loop(send, concurrency, duration=duration, max_requests=warmup)
         return closed_loop(send, concurrency, duration=duration)
+    return _run([_Job(url, tuple(payloads), token, headers, share, duration, warmup, timeout) for share in shares],
+                duration + timeout)
+
+
+def open_loop_processes(url: str, payloads: Sequence[Payload], rate: float, duration: float = 10.0,
+                        processes: Union[int, str] = "auto", *, max_in_flight: int = 64, seed: Optional[int] = 0,
+                        token: Optional[str] = None, headers: Optional[dict] = None,
+                        timeout: float = 120.0) -> LoadResult:
+    """Poisson arrivals at ``rate``/s spread over processes: each sends its own Poisson stream at its
+    share of the rate (their sum is a Poisson stream at ``rate``), with its share of the client threads."""
+    count = min(resolve(processes, max_in_flight), max(1, max_in_flight))
+    if count == 1:
+        send = HttpSender(url, payloads, token=token, headers=headers, timeout=timeout)
+        return open_loop(send, rate, duration=duration, seed=seed, max_in_flight=max_in_flight)
+    threads = split(max_in_flight, count)
+    jobs = [_Job(url, tuple(payloads), token, headers, share, duration, 0, timeout, rate=rate / count,
+                 seed=None if seed is None else seed + i) for i, share in enumerate(threads)]
+    return _run(jobs, 2 * duration + max(5.0, duration) + timeout)  # the open loop's grace period too
+
+
+def _run(jobs: Sequence[_Job], patience_s: float) -> LoadResult:
+    """Each job in its own spawned process, started together behind a barrier; their results merged."""
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    barrier, results = context.Barrier(len(shares)), context.Queue()
-    children = [context.Process(target=_child, args=(_Job(url, tuple(payloads), token, headers, share, duration,
-                                                           warmup, timeout), barrier, results), daemon=True)
-                for share in shares]
+    barrier, results = context.Barrier(len(jobs)), context.Queue()
+    children = [context.Process(target=_child, args=(job, barrier, results), daemon=True) for job in jobs]
     for child in children:
         child.start()
     try:
-        parts, deadline = [], time.monotonic() + START_TIMEOUT_S + duration + timeout
+        parts, deadline = [], time.monotonic() + START_TIMEOUT_S + patience_s
         while len(parts) < len(children):
             try:
                 status, value = results.get(timeout=max(0.1, deadline - time.monotonic()))
