@@ -126,7 +126,8 @@ class PerfHandler(BaseHandler):
                             physical=threads.physical_cores(threads.allowed_cores()))
         log.info("%s %s", self.worker.name, plan.describe())
         host_defaults.log_if_unset(self.worker.name, self.context.model_yaml_config or {})
-        return elastic.start(plan, self.worker.model_name, self.worker.model_version)
+        return elastic.start(plan, self.worker.model_name, self.worker.model_version,
+                             floor=self.thread_decision.intra_op, check_host=config.elastic_check_host)
 
     def load_model(self, context: Any) -> torch.nn.Module:
         return load_archived_model(context.system_properties["model_dir"], context.manifest, self.device)

@@ -6,6 +6,8 @@ memory-mapped board with one slot per worker process: ``(pid, busy_since_ns)``. 
 worker marks itself busy and counts the busy slots; it takes ``cores / busy`` threads (the
 remainder goes to the lowest slots) and calls ``torch.set_num_threads`` only when the number
 changes (~13 us). After the batch it clears its mark. Reading the board is a few microseconds.
+It expands past its static share only while the host's other runnable threads (/proc/loadavg)
+leave cores idle, so a noisy neighbour gets the static split rather than stalled OpenMP barriers.
 
 Robust to a worker dying mid-batch: a busy mark whose pid no longer exists, or that is older than
 ``stale_s``, is not counted, and a new worker reclaims dead workers' slots. Claiming a slot takes
@@ -167,22 +169,64 @@ class BusyBoard:
         self._map.close()
 
 
-class ElasticThreads:
-    """Sets torch's intra-op threads around each batch from the board."""
+def contended(others_running: Optional[int], cores: int) -> bool:
+    """Pure: are the cores already taken by other runnable threads (another process, a noisy
+    neighbour)? Then expanding would only oversubscribe them, and OpenMP's barriers stall badly
+    when one of a batch's threads is descheduled. ``None``: unknown, assume not."""
+    return others_running is not None and others_running >= cores
 
-    def __init__(self, board: BusyBoard, cores: int, *, set_threads: Optional[Callable[[int], None]] = None,
-                 current: Optional[int] = None) -> None:
+
+class RunnableProbe:
+    """Runnable threads on the host right now, besides the caller: /proc/loadavg's 4th field (a few us)."""
+
+    def __init__(self, path: str = "/proc/loadavg") -> None:
+        try:
+            self._fd: Optional[int] = os.open(path, os.O_RDONLY)
+        except OSError:  # not Linux: no probe, never contended
+            self._fd = None
+
+    def __call__(self) -> Optional[int]:
+        if self._fd is None:
+            return None
+        try:
+            running = int(os.pread(self._fd, 128, 0).split()[3].split(b"/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return max(0, running - 1)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ElasticThreads:
+    """Sets torch's intra-op threads around each batch from the board.
+
+    A worker expands past ``floor`` (its static share, cores / workers) only while the host's
+    other runnable threads leave cores idle (:func:`contended`); under a noisy neighbour it keeps
+    the static split."""
+
+    def __init__(self, board: BusyBoard, cores: int, *, floor: int = 1,
+                 set_threads: Optional[Callable[[int], None]] = None, current: Optional[int] = None,
+                 others_running: Optional[Callable[[], Optional[int]]] = None) -> None:
         import torch
 
         self.board = board
         self.cores = cores
+        self.floor = max(1, floor)
         self._set = set_threads or torch.set_num_threads
         self.current = current if current is not None else torch.get_num_threads()
+        self._others = others_running if others_running is not None else RunnableProbe()
         self.switches = 0
+        self.held_back = 0  # batches kept at the floor because the host was busy
 
     def begin(self) -> int:
         busy, rank = self.board.enter()
         threads = share(self.cores, busy, rank)
+        if threads > self.floor and contended(self._others(), self.cores):
+            threads = self.floor
+            self.held_back += 1
         if threads != self.current:
             self._set(threads)
             self.current = threads
@@ -202,16 +246,20 @@ class ElasticThreads:
 
     def close(self) -> None:
         self.board.close()
+        if isinstance(self._others, RunnableProbe):
+            self._others.close()
 
 
-def start(plan_: ElasticPlan, model_name: str, model_version: str,
+def start(plan_: ElasticPlan, model_name: str, model_version: str, floor: int = 1, check_host: bool = True,
           directory: Optional[Path] = None) -> Optional[ElasticThreads]:
-    """The worker's elastic threads, or None (off, or the board cannot be used: logged once)."""
+    """The worker's elastic threads, or None (off, or the board cannot be used: logged once).
+    ``check_host`` false: expand whatever else runs on the host (threads.elastic_check_host)."""
     if not plan_.enabled:
         return None
     path = board_path(model_name, model_version, directory)
     try:
-        return ElasticThreads(BusyBoard(path), plan_.cores)
+        return ElasticThreads(BusyBoard(path), plan_.cores, floor=floor,
+                              others_running=None if check_host else (lambda: None))
     except Exception:
         log.warning("elastic threads off: cannot use %s; the static thread split stays", path, exc_info=True)
         return None

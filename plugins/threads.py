@@ -30,6 +30,8 @@ class ThreadConfig:
     workers: Optional[int] = None
     # Per batch, use the cores the model's other workers leave idle (plugins/elastic.py).
     elastic: bool = True
+    # Elastic threads expand only while the host's other runnable threads leave cores idle.
+    elastic_check_host: bool = True
 
     def __post_init__(self) -> None:
         if self.intra_op != "auto" and self.intra_op < 1:

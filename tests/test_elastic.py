@@ -122,7 +122,7 @@ def test_a_stale_mark_is_ignored_and_slots_run_out_loudly(tmp_path):
 def test_elastic_threads_switch_only_when_the_number_changes(tmp_path):
     path = board_path("m", "1", tmp_path)
     calls = []
-    elastic = ElasticThreads(BusyBoard(path), cores=4, set_threads=calls.append, current=2)
+    elastic = ElasticThreads(BusyBoard(path), cores=4, set_threads=calls.append, current=2, others_running=lambda: 0)
     with elastic.batch() as threads:
         assert threads == 4
     with elastic.batch() as threads:
@@ -140,7 +140,7 @@ def test_elastic_threads_set_torch_for_real(tmp_path):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2)
+        elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2, others_running=lambda: None)
         with elastic.batch():
             assert torch.get_num_threads() == 2
         elastic.close()
@@ -155,3 +155,35 @@ def test_thread_settings_take_elastic_from_config_and_env():
     assert load_settings({"handler": {"threads": {"elastic": False}}}, {}).threads.elastic is False
     assert load_settings({}, {"TS_PERF_ELASTIC_THREADS": "0"}).threads.elastic is False
     assert load_settings({"handler": {"threads": {"elastic": False}}}, {"TS_PERF_ELASTIC_THREADS": "on"}).threads.elastic
+
+
+@pytest.mark.parametrize("others, cores, held", [(None, 2, False), (0, 2, False), (1, 2, False), (2, 2, True),
+                                                 (7, 2, True), (15, 16, False), (16, 16, True)])
+def test_contended_table(others, cores, held):
+    from torchserve_perf.plugins.elastic import contended
+
+    assert contended(others, cores) is held
+
+
+def test_a_busy_host_keeps_the_static_share(tmp_path):
+    running = [0]
+    calls = []
+    elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2, floor=1, set_threads=calls.append,
+                             current=1, others_running=lambda: running[0])
+    with elastic.batch() as threads:
+        assert threads == 2                      # idle host: expand
+    running[0] = 5                               # a noisy neighbour
+    with elastic.batch() as threads:
+        assert threads == 1 and elastic.held_back == 1
+    assert calls == [2, 1]
+    elastic.close()
+
+
+def test_the_runnable_probe_reads_this_host():
+    from torchserve_perf.plugins.elastic import RunnableProbe
+
+    probe = RunnableProbe()
+    value = probe()
+    assert value is None or value >= 0
+    probe.close()
+    assert RunnableProbe("/nonexistent/loadavg")() is None
