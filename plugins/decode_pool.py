@@ -66,7 +66,10 @@ class DecodePool:
 
     @classmethod
     def for_worker(cls, config: DecodeConfig, intra_op_threads: int, batch_size: int) -> "DecodePool":
-        return cls(pool_threads(config, intra_op_threads, batch_size))
+        pool = cls(pool_threads(config, intra_op_threads, batch_size))
+        log.info("requests of a batch: %s (decode.threads=%s, %d intra-op threads, batch size %d)",
+                 pool.describe(), config.threads, intra_op_threads, batch_size)
+        return pool
 
     def map(self, decode: Callable[[Any, int], Any], bodies: Sequence[Any]) -> list[Any]:
         """``decode(body, index)`` for every body: its result, or a :class:`Failure` where it raised."""
