@@ -127,3 +127,26 @@ def test_limits_child_writes_json(tmp_path):
     report = limits_in_child(True, tmp_path / "gpu.json")
     assert (tmp_path / "gpu.json").is_file()
     assert ("skipped" in report) is (not torch.cuda.is_available())
+
+
+def test_host_probe_uses_nvml_numbering_without_torch():
+    from torchserve_perf.tools.gpu_report import HostGpuProbe
+
+    class FakeNvml:
+        def nvmlInit(self):
+            pass
+
+        def nvmlDeviceGetHandleByIndex(self, index):
+            return f"handle-{index}"
+
+        def nvmlDeviceGetHandleByUUID(self, uuid):  # pragma: no cover - must not be used
+            raise AssertionError("looked up by torch's UUID")
+
+        def nvmlDeviceGetUtilizationRates(self, handle):
+            return type("U", (), {"gpu": 64})()
+
+        def nvmlDeviceGetMemoryInfo(self, handle):
+            return type("M", (), {"used": 5 * MIB, "total": 80 * MIB})()
+
+    sample = HostGpuProbe(1, nvml=FakeNvml()).sample()
+    assert sample == GpuSample("1", 64.0, 5 * MIB, 80 * MIB)

@@ -67,11 +67,19 @@ def gpu_count() -> int:
         return 0
 
 
+class HostGpuProbe(NvmlProbe):
+    """NVML's own numbering of the host's GPUs: the load client samples every GPU without importing
+    torch (matching torch's numbering would create a CUDA context in the client, on the GPU it measures)."""
+
+    def _device_handle(self, nvml: Any) -> Any:
+        return nvml.nvmlDeviceGetHandleByIndex(self.gpu_id)
+
+
 class GpuSampler:
     """``with GpuSampler() as gpus: run()`` then ``gpus.usage()``; samples nothing where NVML is absent."""
 
     def __init__(self, gpu_ids: Optional[Sequence[int]] = None, interval_s: float = 0.25,
-                 probe: Callable[[int], Any] = NvmlProbe) -> None:
+                 probe: Callable[[int], Any] = HostGpuProbe) -> None:
         ids = list(range(gpu_count())) if gpu_ids is None else list(gpu_ids)
         self.probes = [probe(i) for i in ids]
         self.interval_s = interval_s
