@@ -150,3 +150,14 @@ def test_host_probe_uses_nvml_numbering_without_torch():
 
     sample = HostGpuProbe(1, nvml=FakeNvml()).sample()
     assert sample == GpuSample("1", 64.0, 5 * MIB, 80 * MIB)
+
+
+def test_decode_ceilings_measure_every_path_and_pool_size():
+    from torchserve_perf.tools import decode_ceiling
+
+    before = torch.get_num_threads()
+    report = decode_ceiling.measure((1, 2), batch=2, seconds=0.05, device=torch.device("cpu"))
+    assert torch.get_num_threads() == before  # restored
+    assert [(p["path"], p["threads"]) for p in report["points"]] == [("pillow", 1), ("device", 1), ("pillow", 2),
+                                                                      ("device", 2)]
+    assert all(p["images_per_s"] > 0 for p in report["points"]) and "not CUDA" in report["nvjpeg"]
