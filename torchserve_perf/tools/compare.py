@@ -206,8 +206,13 @@ def tuned_model_config(base: dict, tuned: dict) -> dict:
 
 def describe_model_config(config: dict) -> str:
     handler = config.get("handler") or {}
-    threads = (handler.get("threads") or {}).get("intra_op", "auto")
+    thread_section = handler.get("threads") or {}
+    threads = thread_section.get("intra_op", "auto")
+    if threads == "auto" and thread_section.get("elastic", True):
+        threads = "elastic"
     opts = handler.get("optimizations") or []
+    if isinstance(opts, dict):  # {chain: [...], auto: {...}}
+        opts = list(opts.get("chain") or [])
     workers = config.get("minWorkers", "default (= cores)")
     return (f"workers {workers}, batch {config.get('batchSize', 1)}, delay {config.get('maxBatchDelay', 100)} ms, "
             f"intra-op threads {threads}, optimizations {'+'.join(opts) if opts else 'none'}")
