@@ -17,8 +17,8 @@ Systems compared:
 Each server gets the same JPEG at 1, 4 and 8 concurrent closed-loop clients. Writes
 ``results/compare/report.md`` and ``report.json``.
 
-    .venv/bin/python torchserve-perf compare              # full run (about 10-15 minutes)
-    .venv/bin/python torchserve-perf compare --quick      # a few seconds per point, to check it works
+    torchserve-perf compare              # full run (about 10-15 minutes)
+    torchserve-perf compare --quick      # a few seconds per point, to check it works
 """
 
 from __future__ import annotations
@@ -610,7 +610,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                                                            payload)
 
     cli = argv if argv is not None else sys.argv[1:]
-    command = ".venv/bin/python torchserve-perf compare" + (" " + " ".join(cli) if cli else "  # or: make compare")
+    command = "torchserve-perf compare" + (" " + " ".join(cli) if cli else "  # or: make compare")
     report = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version()},

@@ -5,7 +5,7 @@ Reads every ``*.pt.trace.json[.gz]`` under a directory (as written by our handle
 ENABLE_TORCH_PROFILER), and reports per worker the mean time per profiled batch in
 preprocess / inference / postprocess, then the operators with the most self time.
 
-    .venv/bin/python scripts/summarize_traces.py results/demo/traces [--out DIR] [--top 15]
+    torchserve-perf traces results/demo/traces [--out DIR] [--top 15]
 """
 
 from __future__ import annotations
