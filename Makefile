@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TSP := $(VENV)/bin/torchserve-perf
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench
+.PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench bench-suite
 
 $(STAMP): requirements.txt requirements-kserve.txt setup.py
 	@scripts/ensure_java.sh
@@ -49,6 +49,14 @@ tune-grid: $(STAMP)
 BENCH_ARGS ?=
 bench: model-store
 	$(TSP) bench --model-store model_store --model resnet18 $(BENCH_ARGS)
+
+# A suite file of models, payloads and loads into one report (docs/benchmarking.md):
+# make bench-suite SUITE=suite.yaml [SUITE_ARGS="--url http://127.0.0.1:8080 --key-file key_file.json"]
+SUITE ?=
+SUITE_ARGS ?=
+bench-suite: $(STAMP)
+	@test -n "$(SUITE)" || { echo "make bench-suite: give SUITE=path/to/suite.yaml (docs/benchmarking.md)" >&2; exit 2; }
+	$(TSP) bench --suite $(SUITE) $(SUITE_ARGS)
 
 # The side-by-side report (docs/benchmarking.md): results/compare/report.md. COMPARE_ARGS="--quick" to check it works.
 COMPARE_ARGS ?=
