@@ -557,6 +557,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ArchiveError as exc:
         sys.stderr.write(f"torchserve-perf archive: error: {exc}\n")
         return 2
+    except (RuntimeError, OSError) as exc:  # the archiver itself failed, or the disk did
+        sys.stderr.write(f"torchserve-perf archive: {exc}\n")
+        return 1
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     print(f"built {path} ({size / 1e6:.1f} MB; {plan.source.kind}, handler {plan.handler.name}"
           f"{', torchserve_perf bundled' if plan.bundle else ''})")
