@@ -150,3 +150,17 @@ def test_defaults_goals_at_every_concurrency() -> None:
     text = compare.render(report)
     assert "## Ours (defaults) against stock" in text and "ours tuned vs" not in text
     assert "| stock TorchServe, 1 thread/worker | 1.55x (p99 0.85x) | 1.36x (p99 0.83x) | 1.20x (p99 1.04x) |" in text
+
+
+def test_slices_of_one_point_merge_into_one_result() -> None:
+    a = LoadResult(concurrency=4, seconds=2.0, latencies=[0.1, 0.2], errors={503: 1}, client_cpu_s=0.1)
+    b = LoadResult(concurrency=4, seconds=3.0, latencies=[0.3] * 4, errors={503: 2, 0: 1}, client_cpu_s=0.2)
+    merged = compare.merge_results([a, b])
+    assert (merged.concurrency, merged.seconds, merged.errors) == (4, 5.0, {503: 3, 0: 1})
+    assert merged.throughput == 6 / 5.0 and sorted(merged.latencies) == [0.1, 0.2] + [0.3] * 4
+    assert merged.client_cpu_s == pytest.approx(0.3)
+
+
+def test_rounds_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rounds"):
+        compare.CompareConfig(1, 0, (1,), ("ours_default",), tmp_path, True, False, tmp_path, tmp_path, rounds=0)

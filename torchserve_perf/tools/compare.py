@@ -72,11 +72,16 @@ class CompareConfig:
     compile: bool
     tune_best: Path
     work: Path  # archives and server folders (logs); removed at the end unless something failed
+    # > 1: every TorchServe system runs at once and the load alternates between them, each point
+    # split into this many slices (the order rotates), so a noisy neighbour hits all of them alike.
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.systems) - set(SYSTEMS))
         if unknown:
             raise ValueError(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
+        if self.rounds < 1:
+            raise ValueError("--rounds must be >= 1")
         if self.seconds <= 0 or self.warmup < 0 or not self.concurrencies or min(self.concurrencies) < 1:
             raise ValueError("--seconds must be > 0, --warmup >= 0, concurrencies >= 1")
 
@@ -287,6 +292,73 @@ def run_torchserve(key: str, plan: dict, store: Path, cfg: CompareConfig, payloa
     finally:
         server.stop()
     return result
+
+
+def merge_results(parts: Sequence[LoadResult]) -> LoadResult:
+    """One point measured in slices, as if measured at once: latencies and errors pooled, seconds summed."""
+    first = parts[0]
+    errors: dict[int, int] = {}
+    for part in parts:
+        for code, count in part.errors.items():
+            errors[code] = errors.get(code, 0) + count
+    return LoadResult(concurrency=first.concurrency, seconds=sum(p.seconds for p in parts),
+                      latencies=[x for p in parts for x in p.latencies], errors=errors, mode=first.mode,
+                      client_cpu_s=sum(p.client_cpu_s for p in parts), gpu=parts[-1].gpu)
+
+
+def run_interleaved(keys: Sequence[str], plans: dict, store: Path, cfg: CompareConfig,
+                    payload: Payload) -> dict[str, SystemResult]:
+    """Every system's server up at once; each point measured in ``cfg.rounds`` slices taken in turn."""
+    from torchserve_perf.tools import serving
+
+    results: dict[str, SystemResult] = {}
+    servers: dict[str, Any] = {}
+    senders: dict[str, Callable[[], int]] = {}
+    try:
+        for key in keys:
+            plan = plans[key]
+            results[key] = result = SystemResult(key, plan["settings"])
+            print(f"\n[{key}] {TITLES[key]}: {plan['settings']}", flush=True)
+            began = time.perf_counter()
+            try:
+                servers[key] = server = serving.start(
+                    store, Path(tempfile.mkdtemp(prefix=f"{key}-", dir=cfg.work)), models=[plan["archive"]],
+                    ready_models=[plan["model"]], env=plan["env"], timeout=600)
+            except Exception as exc:
+                result.error = f"server did not start: {exc}".splitlines()[0]
+                print(f"  {result.error}", flush=True)
+                continue
+            result.startup_s = round(time.perf_counter() - began, 1)
+            send = loadgen.HttpSender(f"{server.inference_url}/predictions/{plan['model']}", [payload],
+                                      token=server.token.get("inference", {}).get("key"))
+            status = send()
+            if status != 200:
+                result.error = f"first request answered {status}"
+                continue
+            senders[key] = send
+        for key, send in senders.items():
+            if cfg.warmup > 0:
+                loadgen.closed_loop(send, max(cfg.concurrencies), duration=cfg.warmup)
+        parts: dict[tuple[str, int], list[LoadResult]] = {}
+        order = list(senders)
+        print(f"\n{cfg.rounds} rounds, {cfg.seconds / cfg.rounds:g} s per slice, systems in turn", flush=True)
+        for r in range(cfg.rounds):
+            for c in cfg.concurrencies:
+                for key in order:
+                    with GpuSampler() as gpus:
+                        part = loadgen.closed_loop(senders[key], c, duration=cfg.seconds / cfg.rounds)
+                    part.gpu = gpus.usage()
+                    parts.setdefault((key, c), []).append(part)
+                    print(f"  round {r + 1}/{cfg.rounds} {key:<14} {part.line()}", flush=True)
+            order = order[1:] + order[:1]  # no system always goes first
+        for (key, c), pieces in parts.items():
+            merged = merge_results(pieces)
+            results[key].runs[c] = merged.summary()
+            print(f"  {key:<14} {merged.line()}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return results
 
 
 # ---- 6. LitServe --------------------------------------------------------------------------------
@@ -562,6 +634,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 5; 1 with --quick)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="> 1: run the TorchServe systems at once and alternate the load between them in this "
+                             "many slices per point (fair on a noisy machine)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile in the in-process limit")
     parser.add_argument("--tune-best", type=Path, default=TUNE_BEST, help="the tuner's best.json")
     parser.add_argument("--out", type=Path, default=paths.results_dir("compare"))
@@ -581,7 +656,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 5.0),
                             concurrencies=tuple(args.concurrency), systems=tuple(args.systems), out=args.out.resolve(),
                             quick=args.quick, compile=not args.no_compile, tune_best=args.tune_best,
-                            work=Path(tempfile.mkdtemp(prefix="compare-")))
+                            work=Path(tempfile.mkdtemp(prefix="compare-")), rounds=args.rounds)
     except ValueError as exc:
         print(f"compare: {exc}", file=sys.stderr)
         return 2
@@ -603,8 +678,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     gpu_limits = limits_in_child(cfg.quick, cfg.out / "gpu_limits.json")  # before any server holds the GPU
     store, plans = build_store(cfg, tuned)
     results: dict[str, SystemResult] = {}
+    if cfg.rounds > 1:
+        results.update(run_interleaved([k for k in SYSTEMS[1:] if k in cfg.systems and k != "litserve"], plans,
+                                       store, cfg, payload))
     for key in SYSTEMS[1:]:
-        if key not in cfg.systems:
+        if key not in cfg.systems or key in results:
             continue
         results[key] = run_litserve(cfg, payload) if key == "litserve" else run_torchserve(key, plans[key], store, cfg,
                                                                                            payload)
