@@ -35,7 +35,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     shutil.rmtree(args.out, ignore_errors=True)
     traces = args.out / "traces"
-    env = {"ENABLE_TORCH_PROFILER": "1", "TS_PERF_PROFILER_DIR": str(traces)}
+    # absolute: a worker resolves a relative directory against its own cwd, the unpacked archive
+    env = {"ENABLE_TORCH_PROFILER": "1", "TS_PERF_PROFILER_DIR": str(traces.resolve())}
     print("starting TorchServe (token auth on) with model_store/ ...", flush=True)
     server = serving.start(args.store, args.out / "server", env=env, ready_models=["resnet18", "text_classifier"])
     side: dict[str, dict[int, dict]] = {}
