@@ -6,8 +6,9 @@ memory-mapped board with one slot per worker process: ``(pid, busy_since_ns)``. 
 worker marks itself busy and counts the busy slots; it takes ``cores / busy`` threads (the
 remainder goes to the lowest slots) and calls ``torch.set_num_threads`` only when the number
 changes (~13 us). After the batch it clears its mark. Reading the board is a few microseconds.
-It expands past its static share only while the host's other runnable threads (/proc/loadavg)
-leave cores idle, so a noisy neighbour gets the static split rather than stalled OpenMP barriers.
+It expands past its static share only into cores that are idle right now (/proc/loadavg: other
+runnable threads, and no expansion at a 1-minute load of cores + 1), so a noisy neighbour gets the
+static split rather than stalled OpenMP barriers.
 
 Robust to a worker dying mid-batch: a busy mark whose pid no longer exists, or that is older than
 ``stale_s``, is not counted, and a new worker reclaims dead workers' slots. Claiming a slot takes
@@ -169,30 +170,40 @@ class BusyBoard:
         self._map.close()
 
 
-def contended(others_running: Optional[int], cores: int) -> bool:
-    """Pure: are the cores already taken by other runnable threads (another process, a noisy
-    neighbour)? Then expanding would only oversubscribe them, and OpenMP's barriers stall badly
-    when one of a batch's threads is descheduled. ``None``: unknown, assume not."""
-    return others_running is not None and others_running >= cores
+Reading = tuple[Optional[int], Optional[float]]  # (other runnable threads now, 1-minute load average)
+
+
+def expand_to(want: int, floor: int, cores: int, reading: Reading) -> int:
+    """Pure: threads past the static share (``floor``) only into cores idle right now. OpenMP's
+    barriers stall badly when one of a batch's threads is descheduled (measured here: 2 threads on
+    a host loaded 6 deep took 10x longer than 1), so a noisy host keeps the static split: other
+    runnable threads take cores away, and a 1-minute load of cores + 1 or more means no expansion."""
+    others, load = reading
+    if want <= floor or others is None:
+        return want
+    if load is not None and load >= cores + 1:
+        return floor
+    return max(floor, min(want, cores - others))
 
 
 class RunnableProbe:
-    """Runnable threads on the host right now, besides the caller: /proc/loadavg's 4th field (a few us)."""
+    """Runnable threads on the host right now besides the caller, and the 1-minute load average,
+    from /proc/loadavg (a few microseconds with the file kept open)."""
 
     def __init__(self, path: str = "/proc/loadavg") -> None:
         try:
             self._fd: Optional[int] = os.open(path, os.O_RDONLY)
-        except OSError:  # not Linux: no probe, never contended
+        except OSError:  # not Linux: no probe, never held back
             self._fd = None
 
-    def __call__(self) -> Optional[int]:
+    def __call__(self) -> Reading:
         if self._fd is None:
-            return None
+            return None, None
         try:
-            running = int(os.pread(self._fd, 128, 0).split()[3].split(b"/")[0])
+            fields = os.pread(self._fd, 128, 0).split()
+            return max(0, int(fields[3].split(b"/")[0]) - 1), float(fields[0])
         except (OSError, ValueError, IndexError):
-            return None
-        return max(0, running - 1)
+            return None, None
 
     def close(self) -> None:
         if self._fd is not None:
@@ -209,7 +220,7 @@ class ElasticThreads:
 
     def __init__(self, board: BusyBoard, cores: int, *, floor: int = 1,
                  set_threads: Optional[Callable[[int], None]] = None, current: Optional[int] = None,
-                 others_running: Optional[Callable[[], Optional[int]]] = None) -> None:
+                 others_running: Optional[Callable[[], Reading]] = None) -> None:
         import torch
 
         self.board = board
@@ -223,9 +234,9 @@ class ElasticThreads:
 
     def begin(self) -> int:
         busy, rank = self.board.enter()
-        threads = share(self.cores, busy, rank)
-        if threads > self.floor and contended(self._others(), self.cores):
-            threads = self.floor
+        wanted = share(self.cores, busy, rank)
+        threads = expand_to(wanted, self.floor, self.cores, self._others()) if wanted > self.floor else wanted
+        if threads < wanted:
             self.held_back += 1
         if threads != self.current:
             self._set(threads)
@@ -259,7 +270,7 @@ def start(plan_: ElasticPlan, model_name: str, model_version: str, floor: int = 
     path = board_path(model_name, model_version, directory)
     try:
         return ElasticThreads(BusyBoard(path), plan_.cores, floor=floor,
-                              others_running=None if check_host else (lambda: None))
+                              others_running=None if check_host else (lambda: (None, None)))
     except Exception:
         log.warning("elastic threads off: cannot use %s; the static thread split stays", path, exc_info=True)
         return None

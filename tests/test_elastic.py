@@ -122,7 +122,7 @@ def test_a_stale_mark_is_ignored_and_slots_run_out_loudly(tmp_path):
 def test_elastic_threads_switch_only_when_the_number_changes(tmp_path):
     path = board_path("m", "1", tmp_path)
     calls = []
-    elastic = ElasticThreads(BusyBoard(path), cores=4, set_threads=calls.append, current=2, others_running=lambda: 0)
+    elastic = ElasticThreads(BusyBoard(path), cores=4, set_threads=calls.append, current=2, others_running=lambda: (0, 0.0))
     with elastic.batch() as threads:
         assert threads == 4
     with elastic.batch() as threads:
@@ -140,7 +140,7 @@ def test_elastic_threads_set_torch_for_real(tmp_path):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2, others_running=lambda: None)
+        elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2, others_running=lambda: (None, None))
         with elastic.batch():
             assert torch.get_num_threads() == 2
         elastic.close()
@@ -157,22 +157,29 @@ def test_thread_settings_take_elastic_from_config_and_env():
     assert load_settings({"handler": {"threads": {"elastic": False}}}, {"TS_PERF_ELASTIC_THREADS": "on"}).threads.elastic
 
 
-@pytest.mark.parametrize("others, cores, held", [(None, 2, False), (0, 2, False), (1, 2, False), (2, 2, True),
-                                                 (7, 2, True), (15, 16, False), (16, 16, True)])
-def test_contended_table(others, cores, held):
-    from torchserve_perf.plugins.elastic import contended
+@pytest.mark.parametrize("want, floor, cores, reading, threads", [
+    (2, 1, 2, (0, 0.5), 2),        # quiet host: every core
+    (2, 1, 2, (1, 1.5), 1),        # one other runnable thread: only the idle core
+    (2, 1, 2, (0, 3.2), 1),        # loaded for a minute (>= cores + 1): keep the static share
+    (2, 1, 2, (None, None), 2),    # no probe (not Linux): as if quiet
+    (16, 4, 16, (6, 8.0), 10),     # 16 cores, 6 taken: expand into the 10 idle ones
+    (16, 4, 16, (14, 8.0), 4),     # never below the static share
+    (1, 1, 2, (9, 9.0), 1),        # nothing to expand: the probe is not even consulted
+])
+def test_expand_only_into_idle_cores(want, floor, cores, reading, threads):
+    from torchserve_perf.plugins.elastic import expand_to
 
-    assert contended(others, cores) is held
+    assert expand_to(want, floor, cores, reading) == threads
 
 
 def test_a_busy_host_keeps_the_static_share(tmp_path):
-    running = [0]
+    reading = [(0, 0.2)]
     calls = []
     elastic = ElasticThreads(BusyBoard(board_path("m", "1", tmp_path)), cores=2, floor=1, set_threads=calls.append,
-                             current=1, others_running=lambda: running[0])
+                             current=1, others_running=lambda: reading[0])
     with elastic.batch() as threads:
         assert threads == 2                      # idle host: expand
-    running[0] = 5                               # a noisy neighbour
+    reading[0] = (5, 6.0)                        # a noisy neighbour
     with elastic.batch() as threads:
         assert threads == 1 and elastic.held_back == 1
     assert calls == [2, 1]
@@ -183,7 +190,7 @@ def test_the_runnable_probe_reads_this_host():
     from torchserve_perf.plugins.elastic import RunnableProbe
 
     probe = RunnableProbe()
-    value = probe()
-    assert value is None or value >= 0
+    others, load = probe()
+    assert others is None or (others >= 0 and load >= 0)
     probe.close()
-    assert RunnableProbe("/nonexistent/loadavg")() is None
+    assert RunnableProbe("/nonexistent/loadavg")() == (None, None)
