@@ -215,7 +215,7 @@ class ElasticThreads:
     """Sets torch's intra-op threads around each batch from the board.
 
     A worker expands past ``floor`` (its static share, cores / workers) only while the host's
-    other runnable threads leave cores idle (:func:`contended`); under a noisy neighbour it keeps
+    other runnable threads leave cores idle (:func:`expand_to`); under a noisy neighbour it keeps
     the static split."""
 
     def __init__(self, board: BusyBoard, cores: int, *, floor: int = 1,
