@@ -120,3 +120,16 @@ bench-decode: $(STAMP)
 LOADGEN_ARGS ?=
 loadgen-ceiling: $(STAMP)
 	$(PY) -m torchserve_perf.tools.multiload $(LOADGEN_ARGS)
+
+# Issue 11's benchmark: ours with shipped defaults against stock TorchServe (defaults, and one
+# thread per worker) at 1, 4 and 8 clients, all three servers up at once and the load taken in
+# turns (--rounds), so a noisy machine hits each alike: results/compare-defaults/report.md.
+# `make bench-elastic`: cold vs warm worker load (auto's cached choice) and elastic threads' cost.
+.PHONY: compare-defaults bench-elastic
+COMPARE_DEFAULTS_ARGS ?= --seconds 30 --warmup 5 --rounds 3
+compare-defaults: $(STAMP)
+	$(TSP) compare --systems stock_default stock_guided ours_default --concurrency 1 4 8 \
+		--out results/compare-defaults $(COMPARE_DEFAULTS_ARGS)
+
+bench-elastic: $(STAMP)
+	$(PY) scripts/bench_elastic.py
