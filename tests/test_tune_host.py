@@ -51,3 +51,33 @@ def test_decode_choices_set_handler_decode_not_the_chain():
     assert settings.decode.on_device == "never" and settings.optimizations.chain == ("fp16", "cuda_graphs")
     assert split_decode(("decode_nvjpeg",)) == ([], {"on_device": "always", "nvjpeg": "auto"})
     assert "decode" not in model_config({}, Candidate(1, 1, 1, 1, ("channels_last",)))["handler"]
+
+
+@pytest.mark.parametrize("throughputs, reference, ratio, at", [
+    ({1: 20.0, 4: 40.0, 8: 44.0}, {1: 20.0, 4: 40.0, 8: 44.0}, 1.0, 1),   # the start itself: 1.0 (ties: fewest clients)
+    ({1: 30.0, 4: 36.0, 8: 50.0}, {1: 20.0, 4: 40.0, 8: 44.0}, 0.9, 4),   # great at 1 and 8, weakest at 4
+    ({1: 10.0, 4: 80.0, 8: 88.0}, {1: 20.0, 4: 40.0, 8: 44.0}, 0.5, 1),   # a batch-heavy point that starves 1 client
+    ({1: 10.0}, {4: 40.0}, 0.0, 0),                                       # nothing in common
+])
+def test_weakest_concurrency_table(throughputs, reference, ratio, at):
+    from torchserve_perf.tools.tuning.objective import weakest
+
+    assert weakest(throughputs, reference) == (pytest.approx(ratio), at)
+
+
+def test_several_concurrencies_score_the_weakest_against_the_start(tmp_path):
+    from torchserve_perf.tools.loadgen import LoadResult
+    from torchserve_perf.tools.tuning.evaluate import LoadSettings, TorchServeEvaluator
+
+    def results(rates, p99=0.1):
+        return {c: LoadResult(concurrency=c, seconds=10, latencies=[p99] * int(rate * 10)) for c, rate in rates.items()}
+
+    evaluator = TorchServeEvaluator(None, tmp_path, b"", LoadSettings(concurrencies=(1, 4, 8)))
+    assert evaluator.load.levels == (1, 4, 8)
+    start = evaluator.combine(results({1: 20.0, 4: 40.0, 8: 45.0}), (), 1.0)
+    assert evaluator.reference == {1: 20.0, 4: 40.0, 8: 45.0}
+    assert start.throughput_rps == pytest.approx(35.0) and "weakest c1 at 1.00x" in start.notes[-1]
+    other = evaluator.combine(results({1: 30.0, 4: 36.0, 8: 60.0}, p99=0.3), (), 1.0)
+    assert other.throughput_rps == pytest.approx(0.9 * 35.0) and other.p99_ms == pytest.approx(300.0)
+    assert "c4 36.0 req/s p99 300 ms" in other.notes[-1]
+    assert LoadSettings(concurrency=4).levels == (4,)

@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet18", help="a model of torchserve_perf.tools.model_store.default_specs()")
     p.add_argument("--p99-ms", type=float, default=250.0, help="p99 latency target in ms (default 250)")
     p.add_argument("--concurrency", type=int, default=4, help="closed-loop clients (default 4)")
+    p.add_argument("--concurrencies", type=int_list,
+                   help="several client counts at once, e.g. 1,4,8: each candidate is measured at each and scored "
+                        "by its weakest one relative to the start point (the p99 target applies at every one)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement (default 5)")
     p.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each measurement (default 1.5)")
     p.add_argument("--payload", type=Path, help="request body file (default: a JPEG for images, a sentence for text)")
@@ -136,19 +139,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         max_points = grid_size if args.quick else max(2, math.floor(GRID_FRACTION * grid_size))
     spec = find_spec(args.model)
     payload = args.payload.read_bytes() if args.payload else default_payload(spec)
-    load = LoadSettings(concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup)
+    if args.concurrencies and len(args.concurrencies) > 1:
+        args.concurrency = max(args.concurrencies)  # the pruner's "batch never fills" bound
+    load = LoadSettings(concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup,
+                        concurrencies=tuple(args.concurrencies or ()) if args.concurrencies and
+                        len(args.concurrencies) > 1 else ())
     out = args.out / spec.name
     conditions = {"model": spec.name, "concurrency": args.concurrency, "duration_s": args.duration,
+                  **({"concurrencies": list(load.concurrencies)} if load.concurrencies else {}),
                   "warmup_s": args.warmup, "payload": payload_digest(payload), "physical_cores": cores}
     try:
         state = TuneState.open(args.state or out / "state.json", conditions, fresh=args.fresh)
     except StateMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    start = heuristic_start(space, physical_cores=cores, concurrency=args.concurrency, gpus=max(space.gpus))
+    levels = load.levels
+    # Several concurrencies: start from the middle one (the shipped defaults' batch on this host).
+    start = heuristic_start(space, physical_cores=cores, concurrency=levels[len(levels) // 2], gpus=max(space.gpus))
+    clients = ("the weakest of " + ", ".join(map(str, levels))) if len(levels) > 1 else str(args.concurrency)
     print(f"tuning {spec.name}: {args.strategy} over {grid_size} grid points"
           + (f" (at most {max_points})" if max_points else "")
-          + f", p99 <= {args.p99_ms:g} ms at {args.concurrency} clients, budget {args.budget_min:g} min")
+          + f", p99 <= {args.p99_ms:g} ms at {clients} clients, budget {args.budget_min:g} min")
     if state.resumed:
         print(f"resuming: {len(state.candidates())} points already measured in {state.path}")
     print(f"start (performance guide, {cores} physical cores): {start.label()}", flush=True)

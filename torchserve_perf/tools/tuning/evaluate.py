@@ -25,7 +25,7 @@ import requests
 from torchserve_perf.tools import serving
 from torchserve_perf.tools.model_store import ArchiveSpec, build_archive
 from torchserve_perf.tools.loadgen import closed_loop
-from torchserve_perf.tools.tuning.objective import Measurement
+from torchserve_perf.tools.tuning.objective import Measurement, weakest
 from torchserve_perf.tools.tuning.space import Candidate
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,12 @@ class LoadSettings:
     duration_s: float = 5.0
     warmup_s: float = 1.5
     register_timeout_s: float = 300.0
+    # Several: each candidate is measured at each, and scored by its weakest one (objective.weakest).
+    concurrencies: tuple[int, ...] = ()
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return self.concurrencies or (self.concurrency,)
 
 
 # Decode paths the search can choose, written like plugins in an optimization choice
@@ -98,6 +104,8 @@ class TorchServeEvaluator:
         self.server_gpus: Optional[int] = None
         self.registered: Optional[Path] = None
         self._idle_processes = 0
+        # Several concurrencies: the first good measurement's req/s per concurrency (the start point).
+        self.reference: Optional[dict[int, float]] = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> "TorchServeEvaluator":
@@ -156,7 +164,10 @@ class TorchServeEvaluator:
             notes = tuple(self._skipped_optimizations(server, c, log_offset)) + (f"registered in {load_s:.1f}s",)
             send = server.sender(self.spec.name, self.payload, timeout=RESPONSE_TIMEOUT_S)
             if self.load.warmup_s > 0:
-                closed_loop(send, self.load.concurrency, duration=self.load.warmup_s)
+                closed_loop(send, max(self.load.levels), duration=self.load.warmup_s)
+            if len(self.load.levels) > 1:
+                results = {c: closed_loop(send, c, duration=self.load.duration_s) for c in self.load.levels}
+                return self.combine(results, notes, time.monotonic() - began)
             result = closed_loop(send, self.load.concurrency, duration=self.load.duration_s)
         except requests.RequestException as exc:
             return Measurement.failure(f"{type(exc).__name__}: {exc}", time.monotonic() - began)
@@ -166,6 +177,26 @@ class TorchServeEvaluator:
         return Measurement(throughput_rps=result.throughput, p50_ms=s["p50_ms"], p90_ms=s["p90_ms"],
                            p99_ms=s["p99_ms"], requests=result.requests, errors=errors, seconds=result.seconds,
                            cost_s=time.monotonic() - began, notes=notes,
+                           error=f"optimization {skipped[0]}" if skipped else None)
+
+    def combine(self, results: dict, notes: tuple, cost_s: float) -> Measurement:
+        """Several concurrencies as one measurement: throughput is the weakest concurrency's ratio to the
+        run's first good measurement (the start point) times that point's mean req/s; p99 the worst."""
+        throughputs = {c: r.throughput for c, r in results.items()}
+        errors = sum(sum(r.errors.values()) for r in results.values())
+        if self.reference is None and not errors:
+            self.reference = dict(throughputs)
+        ratio, at = weakest(throughputs, self.reference or throughputs)
+        scale = sum((self.reference or throughputs).values()) / len(throughputs)
+        summaries = {c: r.summary() for c, r in results.items()}
+        detail = "; ".join(f"c{c} {throughputs[c]:.1f} req/s p99 {summaries[c]['p99_ms']:.0f} ms" for c in results)
+        skipped = [n for n in notes if n.startswith("skipped")]
+        return Measurement(throughput_rps=ratio * scale, p50_ms=summaries[at]["p50_ms"] if at else float("nan"),
+                           p90_ms=max(x["p90_ms"] for x in summaries.values()),
+                           p99_ms=max(x["p99_ms"] for x in summaries.values()),
+                           requests=sum(r.requests for r in results.values()), errors=errors,
+                           seconds=sum(r.seconds for r in results.values()), cost_s=cost_s,
+                           notes=notes + (f"{detail}; weakest c{at} at {ratio:.2f}x the start point",),
                            error=f"optimization {skipped[0]}" if skipped else None)
 
     def prepare(self, c: Candidate) -> Path:

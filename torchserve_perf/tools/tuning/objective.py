@@ -130,3 +130,14 @@ class Objective:
 def rank(results: Mapping[Any, Aggregate], objective: Objective) -> list[Any]:
     """Keys ordered best first (ties broken by key, so the order is deterministic)."""
     return sorted(results, key=lambda k: (tuple(-x for x in objective.score(results[k])), k))
+
+
+def weakest(throughputs: Mapping[int, float], reference: Mapping[int, float]) -> tuple[float, int]:
+    """Pure: the lowest ratio of ``throughputs`` to ``reference`` over the concurrencies both have, and
+    where it is. Several concurrencies at once: a candidate is as good as its weakest one, relative to
+    the run's start point (the shipped defaults), so 1 client counts as much as 8."""
+    ratios = {c: throughputs[c] / reference[c] for c in throughputs if reference.get(c)}
+    if not ratios:
+        return 0.0, 0
+    c = min(ratios, key=lambda k: (ratios[k], k))
+    return ratios[c], c
