@@ -85,10 +85,10 @@ def measure(threads: Sequence[int] = (1, 2), batch: int = 8, seconds: float = 3.
     if nvjpeg is not None:
         paths["nvjpeg"] = DeviceImages(options, device, nvjpeg)
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the pool is the parallelism being measured
     points = []
     try:
         for count in threads:
+            torch.set_num_threads(count)  # a worker's budget: as many intra-op threads as decode threads
             pool = DecodePool(count)
             try:
                 for name, path in paths.items():
