@@ -9,6 +9,7 @@ inputs is printed. ``FUZZ_EXAMPLES`` sets the examples per decoder (``make fuzz`
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -41,12 +42,14 @@ COUNTS: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def print_counts():
+def print_counts(request: pytest.FixtureRequest):
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-    total = sum(COUNTS.values())
-    print(f"\n[fuzz] {total} generated inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items())))
+    line = f"[fuzz] {sum(COUNTS.values())} generated inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items()))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{line}")  # shown in a normal (captured) run too
 
 
 def build(tmp: Path, handler_class: type, model_file_text: str, file_name: str, model: torch.nn.Module,
