@@ -7,7 +7,7 @@ worker marks itself busy and counts the busy slots; it takes ``cores / busy`` th
 remainder goes to the lowest slots) and calls ``torch.set_num_threads`` only when the number
 changes (~13 us). After the batch it clears its mark. Reading the board is a few microseconds.
 It expands past its static share only into cores that are idle right now (/proc/loadavg: other
-runnable threads, and no expansion at a 1-minute load of cores + 1), so a noisy neighbour gets the
+runnable threads, and no expansion at a 1-minute load of 2 x cores + 1), so a noisy neighbour gets the
 static split rather than stalled OpenMP barriers.
 
 Robust to a worker dying mid-batch: a busy mark whose pid no longer exists, or that is older than
@@ -177,11 +177,12 @@ def expand_to(want: int, floor: int, cores: int, reading: Reading) -> int:
     """Pure: threads past the static share (``floor``) only into cores idle right now. OpenMP's
     barriers stall badly when one of a batch's threads is descheduled (measured here: 2 threads on
     a host loaded 6 deep took 10x longer than 1), so a noisy host keeps the static split: other
-    runnable threads take cores away, and a 1-minute load of cores + 1 or more means no expansion."""
+    runnable threads take cores away, and a 1-minute load of 2 x cores + 1 or more (beyond what the
+    model's own busy workers, TorchServe and its clients make) means no expansion."""
     others, load = reading
     if want <= floor or others is None:
         return want
-    if load is not None and load >= cores + 1:
+    if load is not None and load >= 2 * cores + 1:
         return floor
     return max(floor, min(want, cores - others))
 

@@ -160,7 +160,8 @@ def test_thread_settings_take_elastic_from_config_and_env():
 @pytest.mark.parametrize("want, floor, cores, reading, threads", [
     (2, 1, 2, (0, 0.5), 2),        # quiet host: every core
     (2, 1, 2, (1, 1.5), 1),        # one other runnable thread: only the idle core
-    (2, 1, 2, (0, 3.2), 1),        # loaded for a minute (>= cores + 1): keep the static share
+    (2, 1, 2, (0, 3.2), 2),        # a minute of our own load (busy workers, TorchServe, clients): expand
+    (2, 1, 2, (0, 5.0), 1),        # loaded for a minute beyond that (>= 2 x cores + 1): keep the static share
     (2, 1, 2, (None, None), 2),    # no probe (not Linux): as if quiet
     (16, 4, 16, (6, 8.0), 10),     # 16 cores, 6 taken: expand into the 10 idle ones
     (16, 4, 16, (14, 8.0), 4),     # never below the static share
