@@ -30,7 +30,7 @@ class ThreadConfig:
     workers: Optional[int] = None
     # Per batch, use the cores the model's other workers leave idle (plugins/elastic.py).
     elastic: bool = True
-    # Elastic threads expand only while the host's other runnable threads leave cores idle.
+    # Elastic threads keep the static split on a host loaded beyond what the model makes itself.
     elastic_check_host: bool = True
 
     def __post_init__(self) -> None:
