@@ -187,6 +187,20 @@ def expand_to(want: int, floor: int, cores: int, reading: Reading) -> int:
     return floor if load >= 2 * cores + 1 else want
 
 
+RECENT_WEIGHT = 0.2  # weight of the newest batch in the smoothed count of other busy workers
+STEADY_BUSY = 0.5  # expand only while fewer than this many others were busy, on average, lately
+
+
+def recent_busy(previous: float, others_now: int) -> float:
+    """Pure: the smoothed number of the model's other workers busy at this worker's batch starts.
+
+    A worker that finds the others idle only in the short gap between their batches (4 clients on
+    2 workers) must not take every core for a whole batch: the others start again a moment later
+    and the host is oversubscribed until it ends (p99 suffers). So it expands only while the others
+    were mostly idle over its last few batches (1 client), and takes its share otherwise."""
+    return (1 - RECENT_WEIGHT) * previous + RECENT_WEIGHT * max(0, others_now)
+
+
 class RunnableProbe:
     """Runnable threads on the host right now besides the caller, and the 1-minute load average,
     from /proc/loadavg (a few microseconds with the file kept open)."""
@@ -231,12 +245,18 @@ class ElasticThreads:
         self.current = current if current is not None else torch.get_num_threads()
         self._others = others_running if others_running is not None else RunnableProbe()
         self.switches = 0
-        self.held_back = 0  # batches kept at the floor because the host was busy
+        self.held_back = 0  # batches kept at the floor (busy model lately, or a loaded host)
+        self.recent_others = 0.0  # other busy workers seen at batch starts, smoothed (recent_busy)
 
     def begin(self) -> int:
         busy, rank = self.board.enter()
         wanted = share(self.cores, busy, rank)
-        threads = expand_to(wanted, self.floor, self.cores, self._others()) if wanted > self.floor else wanted
+        steady = self.recent_others < STEADY_BUSY  # the model's other workers were mostly idle lately
+        self.recent_others = recent_busy(self.recent_others, busy - 1)
+        if wanted > self.floor and not steady:
+            threads = self.floor
+        else:
+            threads = expand_to(wanted, self.floor, self.cores, self._others()) if wanted > self.floor else wanted
         if threads < wanted:
             self.held_back += 1
         if threads != self.current:

@@ -195,3 +195,37 @@ def test_the_runnable_probe_reads_this_host():
     assert others is None or (others >= 0 and load >= 0)
     probe.close()
     assert RunnableProbe("/nonexistent/loadavg")() == (None, None)
+
+
+def test_recent_busy_table():
+    from torchserve_perf.plugins.elastic import STEADY_BUSY, recent_busy
+
+    value = 0.0
+    for _ in range(4):                          # 4 clients on 2 workers: the other is busy at every start
+        value = recent_busy(value, 1)
+    assert value >= STEADY_BUSY                 # -> the share, even in a gap where the other looks idle
+    for _ in range(4):                          # the load drops to 1 client
+        value = recent_busy(value, 0)
+    assert value < STEADY_BUSY                  # -> all cores again after a few batches
+    assert recent_busy(0.0, 0) == 0.0 and recent_busy(0.0, 3) == pytest.approx(0.6)
+
+
+def test_a_worker_that_keeps_meeting_busy_peers_stays_at_its_share_in_their_gaps(tmp_path):
+    path = board_path("m", "1", tmp_path)
+    calls = []
+    elastic = ElasticThreads(BusyBoard(path), cores=2, floor=1, set_threads=calls.append, current=1,
+                             others_running=lambda: (0, 0.0))
+    peer = BusyBoard(path, pid=os.getppid())
+    for _ in range(4):                          # the peer is busy at each of our batch starts
+        peer.enter()
+        with elastic.batch() as threads:
+            assert threads == 1
+        peer.leave()
+    with elastic.batch() as threads:            # a gap: the peer looks idle, but it was busy lately
+        assert threads == 1
+    for _ in range(4):
+        with elastic.batch():
+            pass
+    with elastic.batch() as threads:            # idle for a while: all cores
+        assert threads == 2
+    elastic.close()
