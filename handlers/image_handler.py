@@ -11,6 +11,7 @@ from PIL import Image
 from torchserve_perf.handlers import imaging, v2
 from torchserve_perf.handlers.base import PerfHandler
 from torchserve_perf.handlers.batch import Decoded
+from torchserve_perf.handlers.device_imaging import DeviceImages
 from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.labels import load_labels, top_k
@@ -28,6 +29,14 @@ class ImageClassifierHandler(PerfHandler):
         opts: ImageOptions = self.settings.options
         self._mean = torch.tensor(opts.mean).view(3, 1, 1)
         self._std = torch.tensor(opts.std).view(3, 1, 1)
+        # uint8 to the device, resized there (handler.decode.on_device, auto: on CUDA); None: Pillow only.
+        self.device_images = DeviceImages.for_handler(self.settings.decode, opts, self.device)
+
+    def decode_all(self, bodies: list[Any]) -> list[Any]:
+        if getattr(self, "device_images", None) is None:
+            return super().decode_all(bodies)
+        # The same limits run first; .npy, JSON, v2 and 16-bit images take the Pillow path (decode_request).
+        return self.device_images.decode_all(bodies, self.decode_request, self.decode_pool)
 
     def example_input(self) -> Optional[torch.Tensor]:
         crop = self.settings.options.crop

@@ -222,6 +222,24 @@ def test_the_cpu_path_never_imports_torchvision():
     assert result.stdout.strip() == "False"
 
 
+# ---- the image handler with handler.decode.on_device -------------------------------------------------
+def test_image_handler_serves_through_the_device_path(tmp_path: Path):
+    pillow_handler, ctx = tiny_image_handler(tmp_path / "pillow", {})
+    device_handler, device_ctx = tiny_image_handler(tmp_path / "device", {"decode": {"on_device": "always",
+                                                                                     "threads": 2}})
+    try:
+        assert getattr(device_handler, "device_images", None) is not None
+        bodies = [sample_image(), b"junk", png_bytes((64, 48)), encoded(noise(70, 53, seed=1))]
+        want, want_status = run(pillow_handler, ctx, bodies)
+        got, status = run(device_handler, device_ctx, bodies)
+        assert status == want_status == [200, 400, 200, 200]
+        assert got[1] == want[1]  # the same 400 body
+        for g, w in zip(got[:1] + got[2:], want[:1] + want[2:]):
+            assert list(g) == list(w) and all(abs(g[k] - w[k]) < 1e-3 for k in w)  # same labels, one 8-bit step
+    finally:
+        device_handler.decode_pool.close()
+
+
 # ---- on a GPU ---------------------------------------------------------------------------------------
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_cuda_device_path_matches_pillow(handler, pool):
@@ -252,3 +270,26 @@ def test_nvjpeg_on_cuda_is_close_to_pillow(handler, pool):
         difference = (unnormalised(got, options) - unnormalised(want, options)).abs()
         # Another IDCT and full-scale decode (Pillow may use a JPEG draft): a few steps, rarely more.
         assert difference.mean().item() <= 3 * STEP and difference.max().item() <= 0.1
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_image_handler_on_cuda_resizes_on_the_gpu_and_applies_the_gpu_chain(tmp_path: Path):
+    from torchserve_perf.handlers.image_handler import ImageClassifierHandler
+    from tests.conftest import RequestContext, write_model_dir
+    from tests.test_decode_pool import TINY_CNN
+
+    model_file = tmp_path / "tiny_cnn.py"
+    model_file.write_text(TINY_CNN)
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.conv = torch.nn.Conv2d(3, 4, 3)
+    manifest = write_model_dir(tmp_path / "model", model_file, model,
+                               extra={"index_to_name.json": {"0": "zero", "1": "one", "2": "two", "3": "three"}})
+    ctx = RequestContext(tmp_path / "model", manifest, {"handler": {"image": {"resize": 40, "crop": 32, "topk": 2}}})
+    ctx.context.system_properties["gpu_id"] = 0
+    handler = ImageClassifierHandler()
+    handler.initialize(ctx.context)
+    assert handler.device.type == "cuda" and handler.device_images is not None
+    assert handler.optimization.applied == ["channels_last", "fp16", "cuda_graphs"], handler.optimization.skipped
+    outputs, statuses = run(handler, ctx, [sample_image(), b"junk", png_bytes((64, 48))])
+    assert statuses == [200, 400, 200] and len(outputs[0]) == 2
