@@ -106,7 +106,7 @@ soak: $(STAMP)
 
 AUDIT_ARGS ?=
 audit: $(STAMP)
-	$(PY) scripts/audit.py $(AUDIT_ARGS)
+	$(PY) -m torchserve_perf.tools.audit $(AUDIT_ARGS)
 
 # Decode ceilings of the image handler at decode pool sizes 1 and 2: Pillow, device-side resize, and
 # nvjpeg where CUDA and torchvision are present (docs/gpu.md). BENCH_DECODE_ARGS="--quick" checks it works.

@@ -32,7 +32,7 @@ from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.handlers.payloads import is_npy, looks_like_json
 from torchserve_perf.handlers.validation import check_request_size, safe_reason
-from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool, Failure
+from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool
 
 log = logging.getLogger(__name__)
 

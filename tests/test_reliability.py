@@ -7,7 +7,6 @@ real TorchServe in test_reliability_server.py.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import logging
@@ -15,7 +14,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -407,11 +405,9 @@ def test_models_load_with_weights_only():
 
 # ---- make audit: a database that cannot be reached is not a clean report -------------------------
 def audit_module() -> Any:
-    spec = importlib.util.spec_from_file_location("audit_script_for_tests", REPO / "scripts" / "audit.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    from torchserve_perf.tools import audit
+
+    return audit
 
 
 @pytest.mark.parametrize("returncode,stdout,stderr,verdict", [

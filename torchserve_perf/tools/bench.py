@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 
-from torchserve_perf.tools import loadgen, multiload, paths
+from torchserve_perf.tools import loadgen, machine, multiload, paths
 from torchserve_perf.tools.gpu_report import GpuSampler, render_lines
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 from torchserve_perf.tools.argparsing import command_parser
@@ -107,7 +107,7 @@ def build_report(config: BenchConfig, target: dict, payloads: Sequence[Payload],
     return {
         "tool": "torchserve-perf bench",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": cores, "cpu": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cores": cores, "cpu": machine.cpu_name(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "target": target,
         "config": {"model": config.model, "concurrencies": list(config.concurrencies), "rates": list(config.rates),
@@ -122,14 +122,6 @@ def build_report(config: BenchConfig, target: dict, payloads: Sequence[Payload],
     }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---- output -------------------------------------------------------------------------------------

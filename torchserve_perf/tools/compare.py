@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools import loadgen, machine, paths
 from torchserve_perf.tools.gpu_report import GpuSampler, limits_in_child, render_lines
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 from torchserve_perf.tools.argparsing import command_parser
@@ -691,7 +691,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     command = "torchserve-perf compare" + (" " + " ".join(cli) if cli else "  # or: make compare")
     report = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version()},
+        "machine": {"cores": os.cpu_count(), "cpu": machine.cpu_name(), "python": platform.python_version()},
         "quick": cfg.quick, "seconds": cfg.seconds, "warmup": cfg.warmup, "concurrencies": list(cfg.concurrencies),
         "payload": {"name": payload.name, "bytes": len(payload.body), "content_type": payload.content_type},
         "tuned": tuned, "tuned_source": tuned_source,
@@ -720,14 +720,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

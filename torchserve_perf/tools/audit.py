@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
 # What a vulnerability service that cannot be reached looks like in pip-audit's errors.
 UNREACHABLE = re.compile(r"ConnectionError|Max retries exceeded|NameResolutionError|Temporary failure in name "
                          r"resolution|Name or service not known|Network is unreachable|timed out|ProxyError|SSLError|"
@@ -130,7 +129,7 @@ def pip_audit_command(pinned: Path, extra: list[str]) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requirements", type=Path, default=REPO / "requirements.txt")
+    parser.add_argument("--requirements", type=Path, default=Path("requirements.txt"))
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("extra", nargs="*", help="more pip-audit options (after --)")
     args = parser.parse_args(argv)
