@@ -14,6 +14,8 @@ from torchserve_perf.tools import paths, serving
 from torchserve_perf.tools.model_store import build_archive, default_specs, write_server_config
 
 REPO = Path(__file__).resolve().parents[1]
+# Handler fixtures shared by several modules (tensor_handler, text_handler, image_handler, ...).
+pytest_plugins = ["tests.handler_fixtures"]
 TS_METRICS_YAML = paths.metrics_yaml()
 
 

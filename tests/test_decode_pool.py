@@ -14,7 +14,7 @@ from torchserve_perf.handlers.settings import load_settings
 from torchserve_perf.plugins.config import HandlerConfigError
 from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool, Failure, pool_threads
 from tests.conftest import png_bytes
-from tests.test_handlers import image_handler, keep_torch_threads, run  # noqa: F401 (fixtures)
+from tests.handler_fixtures import run
 
 
 @pytest.mark.parametrize("threads, intra_op, batch_size, expected", [

@@ -26,7 +26,7 @@ from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool, Failur
 from torchserve_perf.tools.loadgen import sample_image
 from tests.conftest import png_bytes
 from tests.test_decode_pool import tiny_image_handler
-from tests.test_handlers import keep_torch_threads, npy, run  # noqa: F401 (fixture)
+from tests.handler_fixtures import npy, run
 
 CUDA = torch.cuda.is_available()
 STEP = 1 / 255 + 1e-5  # the tolerance: one 8-bit rounding step, in the [0, 1] range

@@ -18,7 +18,7 @@ from torchserve_perf.handlers.tensor_handler import TensorHandler
 from torchserve_perf.plugins.optimizations import OptimizationPlugin, Registry, standard_registry
 from torchserve_perf.plugins.optimizations import registry as registry_module
 from tests.conftest import RequestContext, write_model_dir
-from tests.test_handlers import TINY_MODEL, tiny_linear
+from tests.handler_fixtures import TINY_MODEL, tiny_linear
 
 GOOD = [1.0, 2.0, 3.0, 4.0]
 BREAKS_MODEL = [1e9, 0.0, 0.0, 0.0]  # decodes, but the tiny model raises on it

@@ -3,78 +3,18 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from torchserve_perf.handlers.image_handler import ImageClassifierHandler
 from torchserve_perf.handlers.loading import eval_mode, load_archived_model
 from torchserve_perf.handlers.tensor_handler import TensorHandler
-from torchserve_perf.handlers.text_handler import TextClassifierHandler
 from torchserve_perf.handlers.tokenizer import tokenize
-from torchserve_perf.models.text_classifier import TextClassifier
-from tests.conftest import REPO, RequestContext, png_bytes, write_model_dir
-
-TINY_MODEL = '''
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 3)
-
-    def forward(self, x):
-        if (x > 1e6).any():
-            raise RuntimeError("value out of range")
-        return self.linear(x)
-'''
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def tiny_linear() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Linear(4, 3).eval()
-
-
-@pytest.fixture
-def tensor_handler(tmp_path: Path) -> tuple[TensorHandler, RequestContext, torch.nn.Module]:
-    model_file = tmp_path / "tiny_model.py"
-    model_file.write_text(TINY_MODEL)
-    linear = tiny_linear()
-    model = torch.nn.Module()
-    model.linear = linear
-    manifest = write_model_dir(tmp_path / "model", model_file, model)
-    ctx = RequestContext(tmp_path / "model", manifest, {"handler": {"tensor": {"input_shape": [4]}}})
-    handler = TensorHandler()
-    handler.initialize(ctx.context)
-    return handler, ctx, linear
-
-
-def run(handler: Any, ctx: RequestContext, bodies: list[Any]) -> tuple[list, list]:
-    context = ctx.for_batch(size=len(bodies))
-    outputs = handler.handle([{"body": b} for b in bodies], context)
-    statuses = [context.get_response_status(i)[0] or 200 for i in range(len(bodies))]
-    return outputs, statuses
-
+from tests.conftest import RequestContext, png_bytes, write_model_dir
+from tests.handler_fixtures import TINY_MODEL, npy, run, tiny_linear
 
 def test_tensor_batch_mixes_sizes_and_formats_and_maps_rows_back(tensor_handler):
     handler, ctx, linear = tensor_handler
@@ -171,19 +111,6 @@ def test_eager_weights_load_with_weights_only(tmp_path):
 
 
 # ---- text ---------------------------------------------------------------------------------------
-@pytest.fixture
-def text_handler(tmp_path: Path) -> tuple[TextClassifierHandler, RequestContext, torch.nn.Module]:
-    torch.manual_seed(0)
-    model = TextClassifier().eval()
-    labels = {str(i): name for i, name in enumerate(["negative", "neutral", "positive", "question"])}
-    manifest = write_model_dir(tmp_path / "model", REPO / "models" / "text_classifier.py", model,
-                               extra={"index_to_name.json": labels})
-    ctx = RequestContext(tmp_path / "model", manifest, {"handler": {"text": {"topk": 4}}})
-    handler = TextClassifierHandler()
-    handler.initialize(ctx.context)
-    return handler, ctx, model
-
-
 def test_text_batch_pads_different_lengths_and_matches_one_at_a_time(text_handler):
     handler, ctx, model = text_handler
     texts = ["Fine.", "The parcel came two days late, but the refund was quick and the staff were kind.",
@@ -208,25 +135,6 @@ def test_text_errors_are_per_request(text_handler):
 
 
 # ---- image --------------------------------------------------------------------------------------
-@pytest.fixture
-def image_handler(tmp_path: Path) -> tuple[ImageClassifierHandler, RequestContext]:
-    model_file = tmp_path / "tiny_cnn.py"
-    model_file.write_text("import torch\nfrom torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
-                          "    def __init__(self):\n        super().__init__()\n"
-                          "        self.conv = nn.Conv2d(3, 4, 3)\n        self.pool = nn.AdaptiveAvgPool2d(1)\n\n"
-                          "    def forward(self, x):\n        return self.pool(self.conv(x)).flatten(1)\n")
-    torch.manual_seed(0)
-    model = torch.nn.Module()
-    model.conv = torch.nn.Conv2d(3, 4, 3)
-    manifest = write_model_dir(tmp_path / "model", model_file, model,
-                               extra={"index_to_name.json": {"0": ["n0", "zero"], "1": "one", "2": "two", "3": "three"}})
-    ctx = RequestContext(tmp_path / "model", manifest,
-                         {"handler": {"image": {"resize": 40, "crop": 32, "topk": 2}}})
-    handler = ImageClassifierHandler()
-    handler.initialize(ctx.context)
-    return handler, ctx
-
-
 def test_image_accepts_png_jpeg_base64_and_npy_in_one_batch(image_handler):
     handler, ctx = image_handler
     png = png_bytes((64, 48))

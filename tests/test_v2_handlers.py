@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_handlers import image_handler, keep_torch_threads, run, tensor_handler, text_handler  # noqa: F401
+from tests.handler_fixtures import run
 from tests.conftest import png_bytes
 
 
