@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from torchserve_perf.handlers import imaging
-from torchserve_perf.handlers.errors import RequestError
 from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.handlers.payloads import is_npy, looks_like_json
-from torchserve_perf.handlers.validation import check_request_size, safe_reason
+from torchserve_perf.handlers.validation import check_request_size
 from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool
 
 log = logging.getLogger(__name__)
@@ -67,8 +66,7 @@ def header_target(raw: bytes, options: ImageOptions) -> tuple[Any, tuple[int, in
     """The image's header checked against the limits (nothing decoded yet) and its resize target."""
     check_request_size(len(raw), options.max_request_mb)
     image = imaging.open_image(raw, options.formats)
-    return image, imaging.resize_target(image.size, options.resize, options.crop, options.max_pixels,
-                                        options.max_aspect_ratio, options.max_resized_pixels)
+    return image, imaging.target_for(image.size, options)
 
 
 def decode_pixels(raw: bytes, options: ImageOptions) -> Optional[Pixels]:
@@ -77,11 +75,7 @@ def decode_pixels(raw: bytes, options: ImageOptions) -> Optional[Pixels]:
     image = imaging.decode(image, target)
     if image.mode in imaging.GRAY_RANGES:  # 16-bit and float gray: imaging.resize_crop scales them
         return None
-    try:
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-    except (ValueError, OSError) as exc:
-        raise RequestError(f"images in mode {image.mode} are not supported: {safe_reason(exc)}", 422) from None
-    return Pixels(np.asarray(rgb), target)
+    return Pixels(np.asarray(imaging.to_rgb(image)), target)
 
 
 # ---- the device half --------------------------------------------------------------------------------

@@ -58,15 +58,10 @@ class ImageClassifierHandler(PerfHandler):
             return self._from_image_bytes(raw)
         return self._from_image_bytes(as_bytes(body))
 
-    def _target(self, size: tuple[int, int]) -> tuple[int, int]:
-        opts: ImageOptions = self.settings.options
-        return imaging.resize_target(size, opts.resize, opts.crop, opts.max_pixels, opts.max_aspect_ratio,
-                                     opts.max_resized_pixels)
-
     def _from_image_bytes(self, raw: bytes) -> torch.Tensor:
         opts: ImageOptions = self.settings.options
         image = imaging.open_image(raw, opts.formats)  # the header only: limits are checked before decoding
-        target = self._target(image.size)
+        target = imaging.target_for(image.size, opts)
         image = imaging.decode(image, target)
         return self._normalise(self._to_chw(imaging.resize_crop(image, target, opts.crop)))
 
@@ -80,7 +75,7 @@ class ImageClassifierHandler(PerfHandler):
         opts: ImageOptions = self.settings.options
         crop = opts.crop
         if array.dtype == np.uint8 and array.ndim == 3 and array.shape[-1] == 3:
-            target = self._target((array.shape[1], array.shape[0]))
+            target = imaging.target_for((array.shape[1], array.shape[0]), opts)
             return self._normalise(self._to_chw(imaging.resize_crop(Image.fromarray(array, "RGB"), target, crop)))
         if array.ndim == 3:
             array = array[None]

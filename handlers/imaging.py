@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from torchserve_perf.handlers.errors import RequestError
+from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.handlers.validation import safe_reason
 
 # Pillow modes whose numbers are not 0..255, and the value that means full intensity:
@@ -63,6 +64,20 @@ def resize_target(size: tuple[int, int], resize: int, crop: int, max_pixels: int
     return target
 
 
+def target_for(size: tuple[int, int], options: ImageOptions) -> tuple[int, int]:
+    """:func:`resize_target` with a handler's ``image:`` limits."""
+    return resize_target(size, options.resize, options.crop, options.max_pixels, options.max_aspect_ratio,
+                         options.max_resized_pixels)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: 1, L, P, LA, PA, RGBA, CMYK, YCbCr... convert exactly (alpha is dropped)."""
+    try:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise RequestError(f"images in mode {image.mode} are not supported: {safe_reason(exc)}", 422) from None
+
+
 def decode(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     """Decode the pixels, at a reduced JPEG scale when that still covers ``target``."""
     try:
@@ -86,10 +101,5 @@ def resize_crop(image: Image.Image, target: tuple[int, int], crop: int) -> np.nd
         plane = Image.fromarray(np.clip(gray, 0.0, 1.0), "F").resize(target, Image.BILINEAR,
                                                                       reducing_gap=REDUCING_GAP).crop(box)
         return np.repeat(np.asarray(plane, dtype=np.float32)[:, :, None], 3, axis=2)
-    try:
-        # 1, L, P, LA, PA, RGBA, CMYK, YCbCr...: Pillow's 8-bit conversion is exact (alpha is dropped).
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-    except (ValueError, OSError) as exc:
-        raise RequestError(f"images in mode {image.mode} are not supported: {safe_reason(exc)}", 422) from None
-    rgb = rgb.resize(target, Image.BILINEAR, reducing_gap=REDUCING_GAP).crop(box)
+    rgb = to_rgb(image).resize(target, Image.BILINEAR, reducing_gap=REDUCING_GAP).crop(box)
     return np.asarray(rgb, dtype=np.float32) / 255.0
