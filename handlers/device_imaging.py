@@ -210,7 +210,8 @@ class DeviceImages:
             missed = [i for i in jpegs if first[i] is None]  # nvjpeg could not: Pillow decodes them
             if missed:
                 log.info("nvjpeg could not decode %d of %d JPEGs; decoded on the CPU", len(missed), len(jpegs))
-                for i, item in zip(missed, pool.map(lambda body, idx: self._cpu_pixels(body, idx, pillow),
+                # pool.map numbers the bodies it is given: map that back to their places in the batch.
+                for i, item in zip(missed, pool.map(lambda body, k: self._cpu_pixels(body, missed[k], pillow),
                                                     [bodies[i] for i in missed])):
                     first[i] = item
         return self._finish(first, bodies, pillow)
