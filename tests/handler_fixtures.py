@@ -34,6 +34,27 @@ class Tiny(nn.Module):
 '''
 
 
+TINY_CNN = ("import torch\nfrom torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
+            "    def __init__(self):\n        super().__init__()\n"
+            "        self.conv = nn.Conv2d(3, 4, 3)\n        self.pool = nn.AdaptiveAvgPool2d(1)\n\n"
+            "    def forward(self, x):\n        return self.pool(self.conv(x)).flatten(1)\n")
+
+# Linear(4, 3) plus sqrt of the first input: a negative first number makes a NaN output.
+SQRT_MODEL = '''
+import torch
+from torch import nn
+
+
+class SqrtProbe(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.cat([self.linear(x), torch.sqrt(x[:, :1])], dim=1)
+'''
+
+
 @pytest.fixture(autouse=True)  # every test: torch's thread count is process-wide
 def keep_torch_threads():
     before = torch.get_num_threads()
@@ -90,10 +111,7 @@ def text_handler(tmp_path: Path) -> tuple[TextClassifierHandler, RequestContext,
 @pytest.fixture
 def image_handler(tmp_path: Path) -> tuple[ImageClassifierHandler, RequestContext]:
     model_file = tmp_path / "tiny_cnn.py"
-    model_file.write_text("import torch\nfrom torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
-                          "    def __init__(self):\n        super().__init__()\n"
-                          "        self.conv = nn.Conv2d(3, 4, 3)\n        self.pool = nn.AdaptiveAvgPool2d(1)\n\n"
-                          "    def forward(self, x):\n        return self.pool(self.conv(x)).flatten(1)\n")
+    model_file.write_text(TINY_CNN)
     torch.manual_seed(0)
     model = torch.nn.Module()
     model.conv = torch.nn.Conv2d(3, 4, 3)
@@ -101,6 +119,23 @@ def image_handler(tmp_path: Path) -> tuple[ImageClassifierHandler, RequestContex
                                extra={"index_to_name.json": {"0": ["n0", "zero"], "1": "one", "2": "two", "3": "three"}})
     ctx = RequestContext(tmp_path / "model", manifest,
                          {"handler": {"image": {"resize": 40, "crop": 32, "topk": 2}}})
+    handler = ImageClassifierHandler()
+    handler.initialize(ctx.context)
+    return handler, ctx
+
+
+def tiny_image_handler(tmp_path: Path, handler_config: dict, batch_size: int = 4):
+    """The image handler around a seeded tiny CNN, with TorchServe's real Context."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    model_file = tmp_path / "tiny_cnn.py"
+    model_file.write_text(TINY_CNN)
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.conv = torch.nn.Conv2d(3, 4, 3)
+    labels = {"0": "zero", "1": "one", "2": "two", "3": "three"}
+    manifest = write_model_dir(tmp_path / "model", model_file, model, extra={"index_to_name.json": labels})
+    config = {"handler": {"image": {"resize": 40, "crop": 32, "topk": 2}, **handler_config}}
+    ctx = RequestContext(tmp_path / "model", manifest, config, batch_size=batch_size)
     handler = ImageClassifierHandler()
     handler.initialize(ctx.context)
     return handler, ctx

@@ -14,7 +14,7 @@ from torchserve_perf.handlers.settings import load_settings
 from torchserve_perf.plugins.config import HandlerConfigError
 from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool, Failure, pool_threads
 from tests.conftest import png_bytes
-from tests.handler_fixtures import run
+from tests.handler_fixtures import run, tiny_image_handler
 
 
 @pytest.mark.parametrize("threads, intra_op, batch_size, expected", [
@@ -86,32 +86,6 @@ def test_image_batch_through_a_two_thread_pool_matches_inline(image_handler):
     assert pooled == inline
     assert isinstance(tensors[1], Failure) and isinstance(tensors[3], Failure)
     assert torch.equal(tensors[0], handler.decode(bodies[0], 0))
-
-
-TINY_CNN = ("import torch\nfrom torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
-            "    def __init__(self):\n        super().__init__()\n"
-            "        self.conv = nn.Conv2d(3, 4, 3)\n        self.pool = nn.AdaptiveAvgPool2d(1)\n\n"
-            "    def forward(self, x):\n        return self.pool(self.conv(x)).flatten(1)\n")
-
-
-def tiny_image_handler(tmp_path: Path, handler_config: dict, batch_size: int = 4):
-    """The image handler around a seeded tiny CNN, with TorchServe's real Context."""
-    from torchserve_perf.handlers.image_handler import ImageClassifierHandler
-    from tests.conftest import RequestContext, write_model_dir
-
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    model_file = tmp_path / "tiny_cnn.py"
-    model_file.write_text(TINY_CNN)
-    torch.manual_seed(0)
-    model = torch.nn.Module()
-    model.conv = torch.nn.Conv2d(3, 4, 3)
-    labels = {"0": "zero", "1": "one", "2": "two", "3": "three"}
-    manifest = write_model_dir(tmp_path / "model", model_file, model, extra={"index_to_name.json": labels})
-    config = {"handler": {"image": {"resize": 40, "crop": 32, "topk": 2}, **handler_config}}
-    ctx = RequestContext(tmp_path / "model", manifest, config, batch_size=batch_size)
-    handler = ImageClassifierHandler()
-    handler.initialize(ctx.context)
-    return handler, ctx
 
 
 @pytest.mark.parametrize("decode, batch_size, expected", [

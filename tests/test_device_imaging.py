@@ -25,8 +25,7 @@ from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.plugins.decode_pool import DecodeConfig, DecodePool, Failure
 from torchserve_perf.tools.loadgen import sample_image
 from tests.conftest import png_bytes
-from tests.test_decode_pool import tiny_image_handler
-from tests.handler_fixtures import npy, run
+from tests.handler_fixtures import npy, run, tiny_image_handler
 
 CUDA = torch.cuda.is_available()
 STEP = 1 / 255 + 1e-5  # the tolerance: one 8-bit rounding step, in the [0, 1] range
@@ -276,7 +275,7 @@ def test_nvjpeg_on_cuda_is_close_to_pillow(handler, pool):
 def test_image_handler_on_cuda_resizes_on_the_gpu_and_applies_the_gpu_chain(tmp_path: Path):
     from torchserve_perf.handlers.image_handler import ImageClassifierHandler
     from tests.conftest import RequestContext, write_model_dir
-    from tests.test_decode_pool import TINY_CNN
+    from tests.handler_fixtures import TINY_CNN
 
     model_file = tmp_path / "tiny_cnn.py"
     model_file.write_text(TINY_CNN)

@@ -31,7 +31,7 @@ from torchserve_perf.handlers.tensor_handler import TensorHandler
 from torchserve_perf.handlers.text_handler import TextClassifierHandler
 from torchserve_perf.models.text_classifier import TextClassifier
 from tests.conftest import REPO, RequestContext, write_model_dir
-from tests.test_reliability import SQRT_MODEL, TINY_CNN
+from tests.handler_fixtures import SQRT_MODEL, TINY_CNN
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "250"))
 MARKER = "QZXMARK"

@@ -15,7 +15,7 @@ from torchserve_perf.tools import paths, serving
 from torchserve_perf.tools.loadgen import sample_image
 from torchserve_perf.tools.model_store import ArchiveSpec, build_archive
 from tests.conftest import png_bytes
-from tests.test_decode_pool import TINY_CNN
+from tests.handler_fixtures import TINY_CNN
 
 BATCH_DELAY_MS = 1500  # long enough that four concurrent requests share one batch
 

@@ -31,39 +31,7 @@ from torchserve_perf.handlers.validation import json_safe, safe_reason
 from torchserve_perf.plugins.optimizations.chain import FallbackRunner
 from torchserve_perf.plugins.profiler import traces
 from tests.conftest import REPO, RequestContext, write_model_dir
-
-TINY_CNN = ("import torch\nfrom torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
-            "    def __init__(self):\n        super().__init__()\n"
-            "        self.conv = nn.Conv2d(3, 4, 3)\n        self.pool = nn.AdaptiveAvgPool2d(1)\n\n"
-            "    def forward(self, x):\n        return self.pool(self.conv(x)).flatten(1)\n")
-
-# Linear(4, 3) plus sqrt of the first input: a negative first number makes a NaN output.
-SQRT_MODEL = '''
-import torch
-from torch import nn
-
-
-class SqrtProbe(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return torch.cat([self.linear(x), torch.sqrt(x[:, :1])], dim=1)
-'''
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+from tests.handler_fixtures import SQRT_MODEL, npy, run, tiny_image_handler
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -72,27 +40,8 @@ def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def run(handler: Any, ctx: RequestContext, bodies: list[Any]) -> tuple[list, list]:
-    context = ctx.for_batch(size=len(bodies))
-    outputs = handler.handle([{"body": b} for b in bodies], context)
-    statuses = [context.get_response_status(i)[0] or 200 for i in range(len(bodies))]
-    return outputs, statuses
-
-
 def image_handler(tmp_path: Path, **image: Any) -> tuple[ImageClassifierHandler, RequestContext]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    model_file = tmp_path / "tiny_cnn.py"
-    model_file.write_text(TINY_CNN)
-    torch.manual_seed(0)
-    model = torch.nn.Module()
-    model.conv = torch.nn.Conv2d(3, 4, 3)
-    manifest = write_model_dir(tmp_path / "model", model_file, model,
-                               extra={"index_to_name.json": {"0": "zero", "1": "one", "2": "two", "3": "three"}})
-    ctx = RequestContext(tmp_path / "model", manifest,
-                         {"handler": {"image": {"resize": 40, "crop": 32, "topk": 4, **image}}})
-    handler = ImageClassifierHandler()
-    handler.initialize(ctx.context)
-    return handler, ctx
+    return tiny_image_handler(tmp_path, {"image": {"resize": 40, "crop": 32, "topk": 4, **image}})
 
 
 def tensor_handler(tmp_path: Path, **tensor: Any) -> tuple[TensorHandler, RequestContext]:

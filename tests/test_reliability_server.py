@@ -30,27 +30,13 @@ from torchserve_perf.handlers.options import max_request_size
 from torchserve_perf.tools import paths
 from torchserve_perf.tools.loadgen import closed_loop
 from torchserve_perf.tools.model_store import ArchiveSpec, build_archive, default_specs
+from tests.handler_fixtures import SQRT_MODEL
 from tests.test_handlers_server import worker_pids
 
 TINY_CNN = ("import torch\nfrom torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
             "    def __init__(self):\n        super().__init__()\n"
             "        self.conv = nn.Conv2d(3, 4, 3, stride=4)\n        self.pool = nn.AdaptiveAvgPool2d(1)\n\n"
             "    def forward(self, x):\n        return self.pool(self.conv(x)).flatten(1)\n")
-SQRT_PROBE = '''
-import torch
-from torch import nn
-
-
-class SqrtProbe(nn.Module):
-    """Linear(4, 3) and sqrt of the first input: a negative first number gives a NaN output."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return torch.cat([self.linear(x), torch.sqrt(x[:, :1])], dim=1)
-'''
 MIB = 1024 * 1024
 
 
@@ -79,7 +65,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("reliability")
     root = work / "store"
     (work / "tiny_cnn.py").write_text(TINY_CNN)
-    (work / "sqrt_probe.py").write_text(SQRT_PROBE)
+    (work / "sqrt_probe.py").write_text(SQRT_MODEL)
     image = ArchiveSpec(name="image", model_file=work / "tiny_cnn.py", make_model=load_class(work / "tiny_cnn.py", "TinyCNN"),
                         handler=paths.handlers_dir() / "image_handler.py", labels=["zero", "one", "two", "three"])
     probe = ArchiveSpec(name="tensor", model_file=work / "sqrt_probe.py",
