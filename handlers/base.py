@@ -70,6 +70,8 @@ class PerfHandler(BaseHandler):
         self.worker = WorkerIdentity.from_context(context)
         self.device = self.select_device(context)
         self.thread_decision = self.apply_thread_policy()
+        # Settings the archive leaves to TorchServe: say once what this host's defaults would be.
+        host_defaults.log_if_unset(self.worker.name, context.model_yaml_config or {})
         self.elastic = self.start_elastic_threads()
         self.decode_pool = DecodePool.for_worker(self.settings.decode, self.thread_decision.intra_op,
                                                  int(context.system_properties.get("batch_size") or 1))
@@ -125,7 +127,6 @@ class PerfHandler(BaseHandler):
                             pinned=bool(self.thread_decision.cores), device=str(self.device),
                             physical=threads.physical_cores(threads.allowed_cores()))
         log.info("%s %s", self.worker.name, plan.describe())
-        host_defaults.log_if_unset(self.worker.name, self.context.model_yaml_config or {})
         return elastic.start(plan, self.worker.model_name, self.worker.model_version,
                              floor=self.thread_decision.intra_op, check_host=config.elastic_check_host)
 
