@@ -145,6 +145,7 @@ class PerfHandler(BaseHandler):
             inter_op_threads=self.thread_decision.inter_op,
             model_name=self.worker.model_name,
             batch_size=int(self.context.system_properties.get("batch_size") or 1),
+            intra_op_max=self.elastic.cores if self.elastic is not None else 0,
             cache_dir=auto_cache.shared_dir(),  # auto's choice and compile caches, kept across restarts
         )
         example = self.example_input()  # None: the handler cannot make one (e.g. no tensor.input_shape)

@@ -10,9 +10,10 @@ centre crop and the normalisation run there with torch ops, images of one size a
 With ``nvjpeg``, JPEGs skip the CPU decode too: their headers are checked on the CPU, then
 torchvision decodes the batch on the GPU. An image nvjpeg cannot decode takes the CPU path alone.
 
-Tolerance: on CPU the result matches the Pillow path within 1/255 of the [0, 1] range on every
-pixel before normalisation (both round the resized pixels to 8 bits; they differ only in that
-rounding), tested in tests/test_device_imaging.py. nvjpeg decodes at full scale where Pillow
+Tolerance: on CPU the result matches the Pillow path within 2/255 of the [0, 1] range on every
+pixel before normalisation (both round the resized pixels to 8 bits, and Pillow resizes only the
+crop's source box, which moves a rare value by one more level), tested in
+tests/test_device_imaging.py. nvjpeg decodes at full scale where Pillow
 uses a JPEG draft, and its IDCT differs from libjpeg's, so its pixels differ more: see the GPU test.
 torchvision is imported only here, only when nvjpeg is asked for on a CUDA device.
 """

@@ -27,8 +27,7 @@ class ImageClassifierHandler(PerfHandler):
         self.labels = load_labels(context.system_properties["model_dir"])
         super().initialize(context)
         opts: ImageOptions = self.settings.options
-        self._mean = torch.tensor(opts.mean).view(3, 1, 1)
-        self._std = torch.tensor(opts.std).view(3, 1, 1)
+        self.normalise = imaging.Normaliser(opts.mean, opts.std)
         # uint8 to the device, resized there (handler.decode.on_device, auto: on CUDA); None: Pillow only.
         self.device_images = DeviceImages.for_handler(self.settings.decode, opts, self.device)
 
@@ -63,20 +62,14 @@ class ImageClassifierHandler(PerfHandler):
         image = imaging.open_image(raw, opts.formats)  # the header only: limits are checked before decoding
         target = imaging.target_for(image.size, opts)
         image = imaging.decode(image, target)
-        return self._normalise(self._to_chw(imaging.resize_crop(image, target, opts.crop)))
-
-    def _to_chw(self, hwc: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
-
-    def _normalise(self, chw: torch.Tensor) -> torch.Tensor:
-        return ((chw - self._mean) / self._std).unsqueeze(0)
+        return self.normalise(imaging.resize_crop_pixels(image, target, opts.crop))
 
     def _from_array(self, array: np.ndarray) -> torch.Tensor:
         opts: ImageOptions = self.settings.options
         crop = opts.crop
         if array.dtype == np.uint8 and array.ndim == 3 and array.shape[-1] == 3:
             target = imaging.target_for((array.shape[1], array.shape[0]), opts)
-            return self._normalise(self._to_chw(imaging.resize_crop(Image.fromarray(array, "RGB"), target, crop)))
+            return self.normalise(imaging.resize_crop_pixels(Image.fromarray(array, "RGB"), target, crop))
         if array.ndim == 3:
             array = array[None]
         if array.ndim != 4 or tuple(array.shape[1:]) != (3, crop, crop) or array.dtype.kind != "f":

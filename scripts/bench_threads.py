@@ -49,6 +49,7 @@ def model_config(delay_ms: int, with_handler: bool) -> dict:
 
 def breakdown(threads: int, rounds: int) -> dict:
     """Where a request's time goes, in process: preprocess per image and forward per image by batch size."""
+    from torchserve_perf.handlers import imaging
     from torchserve_perf.handlers.image_handler import ImageClassifierHandler
     from torchserve_perf.handlers.options import ImageOptions
 
@@ -57,8 +58,7 @@ def breakdown(threads: int, rounds: int) -> dict:
     try:
         handler = ImageClassifierHandler()
         handler.settings = type("S", (), {"options": ImageOptions()})()
-        handler._mean = torch.tensor(ImageOptions().mean).view(3, 1, 1)
-        handler._std = torch.tensor(ImageOptions().std).view(3, 1, 1)
+        handler.normalise = imaging.Normaliser(ImageOptions().mean, ImageOptions().std)
         body = sample_image()
         handler.decode(body, 0)
         started = time.perf_counter()

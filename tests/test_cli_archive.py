@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from torchserve_perf.plugins.host_defaults import auto_optimizations
 from torchserve_perf.tools import archive
 
 COMMAND = str(Path(sys.executable).with_name("torchserve-perf"))
@@ -109,6 +110,8 @@ def test_the_archive_carries_both_namespaces_and_the_config(store: Path) -> None
     assert {k: config[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay")} == \
         {"minWorkers": 1, "maxWorkers": 1, "batchSize": 2, "maxBatchDelay": 5}
     assert config["handler"]["tensor"] == {"input_shape": [4]} and config["responseTimeout"] == 120
+    # optimizations on by default: auto among the lossless chains that follow elastic threads
+    assert config["handler"]["optimizations"] == auto_optimizations()
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +178,8 @@ EAGER = ("--name", "m", "--model-file", "plain.py", "--weights", "plain.pt")
     (EAGER + ("--extra-files", "missing.txt"), "--extra-files missing.txt: no such file or folder"),
     (("--name", "../m") + EAGER[2:], "--name '../m': use letters, digits"),
     (EAGER + ("--labels", "plain.py"), None),  # a text file of labels is fine; checked below
+    (EAGER + ("--input-shape", "4", "--optimizations", "channels_lst"), "channels_lst"),
+    (EAGER + ("--input-shape", "4", "--optimizations", "auto,torchscript"), "give auto, none, or plugin names"),
 ])
 def test_bad_inputs_are_one_line_errors_that_name_the_fix(project: Path, capsys: pytest.CaptureFixture,
                                                           argv: tuple, message: str) -> None:
@@ -183,6 +188,17 @@ def test_bad_inputs_are_one_line_errors_that_name_the_fix(project: Path, capsys:
         return
     assert message in _error(capsys, *argv, "--export-path", "store")
     assert not (project / "store" / "m.mar").exists()
+
+
+@pytest.mark.parametrize("choice, ours, section", [
+    (None, True, auto_optimizations()),        # our handlers: auto by default
+    (None, False, None),                       # your own handler file: nothing written
+    ("auto", False, auto_optimizations()),
+    ("none", True, {"chain": ["none"]}),
+    ("channels_last, torchscript", True, {"chain": ["channels_last", "torchscript"]}),
+])
+def test_optimizations_option(choice: Any, ours: bool, section: Any) -> None:
+    assert archive.optimizations_section(choice, ours) == section
 
 
 def test_model_config_is_validated_with_the_handlers_own_rules(project: Path, capsys: pytest.CaptureFixture) -> None:

@@ -150,6 +150,10 @@ def test_gpu_defaults_only_fill_an_empty_chain_and_can_be_turned_off():
     assert with_gpu_defaults(OptimizationConfig(gpu_defaults=False), cuda, image).chain == ()
     assert with_gpu_defaults(OptimizationConfig(chain=("none",)), cuda, image).chain == ()  # TS_PERF_OPTIMIZATIONS=none
     assert with_gpu_defaults(OptimizationConfig(), torch.device("cpu"), image).chain == ()
+    # auto's candidates are for CPU workers: on CUDA an archive's [auto] gets the GPU chain, unless turned off
+    assert with_gpu_defaults(OptimizationConfig(chain=("auto",)), cuda, image).chain == IMAGE_CHAIN
+    assert with_gpu_defaults(OptimizationConfig(chain=("auto",)), torch.device("cpu"), image).chain == ("auto",)
+    assert with_gpu_defaults(OptimizationConfig(chain=("auto",), gpu_defaults=False), cuda, image).chain == ("auto",)
     off = load_settings({"handler": {"optimizations": {"gpu_defaults": False}}}, {}).optimizations
     assert off.gpu_defaults is False
 

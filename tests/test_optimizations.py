@@ -461,6 +461,58 @@ def test_onnxruntime_uses_the_worker_threads_and_dynamic_shapes(plugins_registry
     assert result.model.failures == 0
 
 
+@pytest.mark.parametrize("floor, ceiling, max_sessions, expected", [
+    (1, 1, 3, (1,)),            # no elastic range: one session
+    (1, 2, 3, (1, 2)),          # the 2-core demo host
+    (2, 16, 3, (2, 8, 16)),     # static share 2 of 16 cores: 2, 4, 8, 16 thinned to 3
+    (1, 16, 3, (1, 4, 16)),     # 1, 2, 4, 8, 16 thinned evenly
+    (1, 16, 8, (1, 2, 4, 8, 16)),
+    (3, 12, 8, (3, 4, 8, 12)),  # floor and ceiling kept even when not powers of two
+    (1, 16, 1, (1,)),           # max_sessions 1: the static share only
+    (4, 2, 3, (4,)),            # a ceiling under the floor is the floor
+])
+def test_onnxruntime_session_threads_table(floor, ceiling, max_sessions, expected):
+    from torchserve_perf.plugins.optimizations.onnx_runtime import session_threads
+
+    assert session_threads(floor, ceiling, max_sessions) == expected
+
+
+def test_onnxruntime_follows_elastic_threads_with_a_session_per_count(plugins_registry, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    model = seeded(TinyCNN)
+    rt = Runtime(device=torch.device("cpu"), intra_op_threads=1, inter_op_threads=1, batch_size=2, intra_op_max=4)
+    result = optimize(model, config(chain=["onnxruntime"], onnxruntime={"exporter": "torchscript"}),
+                      CNN_EXAMPLE, rt, plugins_registry)
+    assert result.applied == ["onnxruntime"], result.skipped
+    runner = result.model.optimized
+    counts = [count for count, _ in runner.by_threads]
+    assert counts == [1, 2, 4]
+    for count, session in runner.by_threads:
+        assert session.get_session_options().intra_op_num_threads == count
+    assert runner.session is runner.by_threads[0][1]  # the static share's session is the main one
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(x)
+    for threads, session_threads in [(1, 1), (2, 2), (3, 2), (4, 4), (8, 4)]:
+        chosen = runner.session_for(threads)
+        assert chosen.get_session_options().intra_op_num_threads == session_threads
+        used = []
+        with monkeypatch.context() as patch:  # torch's count as elastic threads set it for this batch
+            patch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+            patch.setattr(chosen, "run", lambda *a, real=chosen.run: used.append(1) or real(*a), raising=False)
+            assert torch.allclose(result.model(x), expected, atol=1e-5)
+        assert used == [1]  # the batch ran on the session for this thread count
+    one = optimize(model, config(chain=["onnxruntime"], onnxruntime={"exporter": "torchscript", "max_sessions": 1}),
+                   CNN_EXAMPLE, rt, plugins_registry)
+    assert one.model.optimized.by_threads == []
+
+
+def test_onnxruntime_max_sessions_is_validated(plugins_registry):
+    with pytest.raises(HandlerConfigError, match="max_sessions"):
+        load_settings({"handler": {"optimizations": {"chain": ["onnxruntime"], "onnxruntime": {"max_sessions": 0}}}},
+                      {}, registry=plugins_registry)
+
+
 def test_onnxruntime_output_cannot_feed_a_module_plugin(plugins_registry):
     pytest.importorskip("onnxruntime")
     result = optimize(seeded(TinyMLP), config(chain=["onnxruntime", "torchscript"]), MLP_EXAMPLE, runtime(), plugins_registry)
@@ -567,6 +619,22 @@ def test_auto_keeps_the_fastest_chain_that_passes_parity(plugins_registry, caplo
     assert "fast_wrong" in result.skipped and "auto" in result.step_seconds
     assert [m for m in warnings_of(caplog) if "fast_wrong" in m]
     same_outputs(result, model.model, MLP_EXAMPLE)
+
+
+@pytest.mark.parametrize("keep_mb, applied", [(1024, ["faster"]), (0, [])])
+def test_auto_times_its_candidates_again_in_turns(plugins_registry, monkeypatch, keep_mb, applied):
+    """A burst of load while one candidate is timed alone (a server starting beside this one) must not
+    decide the search: with keep_mb the candidates and eager are timed again in turns."""
+    from torchserve_perf.plugins.optimizations import auto
+
+    alone = auto.time_per_call
+    # "faster" (a bare TinyMLP) is timed alone during someone else's burst: +0.5 s
+    monkeypatch.setattr(auto, "time_per_call", lambda model, x, repeats: alone(model, x, repeats) + (
+        0.5 if isinstance(model, TinyMLP) else 0.0))
+    eager = Sleepy(seeded(TinyMLP), 0.02).eval()
+    cfg = config(chain=["auto"], auto={"candidates": ["faster"], "repeats": 3, "keep_mb": keep_mb, "cache": False})
+    result = optimize(eager, cfg, MLP_EXAMPLE, runtime(), plugins_registry)
+    assert result.applied == applied, result.auto_reason
 
 
 def test_auto_keeps_eager_when_nothing_is_faster_and_respects_the_budget(plugins_registry):

@@ -74,6 +74,11 @@ class AutoConfig:
     allow_lossy: bool = False  # int8 / bf16 / fp16 change numerics; opt in to let auto pick them
     min_speedup: float = 1.05  # keep eager unless a chain is at least this much faster
     repeats: int = 5  # timed runs per candidate (the fastest counts)
+    # Memory the search may hold in built candidates (estimated from the model's weights) so that,
+    # after each is timed alone, all of them and eager are timed again in turns: a burst of load
+    # from another process (a server starting beside this one) then slows every candidate alike.
+    # 0: each candidate is timed alone only.
+    keep_mb: int = 1024
     # Decide once per model and host and share the choice with the other workers and restarts
     # (auto_cache.py). The folder: cache_dir, else the worker's runtime cache dir.
     cache: bool = True
@@ -86,6 +91,8 @@ class AutoConfig:
             raise ConfigValueError("repeats", f"{self.repeats} is below 1", "give at least 1")
         if self.min_speedup <= 0:
             raise ConfigValueError("min_speedup", f"{self.min_speedup} is not positive", "give e.g. 1.05")
+        if self.keep_mb < 0:
+            raise ConfigValueError("keep_mb", f"{self.keep_mb} is negative", "give MiB, or 0 to time each alone")
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,8 @@ class OptimizationConfig:
     auto: AutoConfig = AutoConfig()
     # A batch that the optimized model fails on is rerun eagerly instead of failing its requests.
     fallback_to_eager: bool = True
-    # On a CUDA device with no chain given: channels_last (4-D input), fp16 and cuda_graphs, each
-    # checked for parity like any chain (plugins/optimizations/gpu_defaults.py). Off: false, or chain: [none].
+    # On a CUDA device with no chain given, or chain [auto]: channels_last (4-D input), fp16 and cuda_graphs,
+    # each checked for parity like any chain (plugins/optimizations/gpu_defaults.py). Off: false, or chain: [none].
     gpu_defaults: bool = True
     # Built-in plugin options.
     compile: CompileOptions = CompileOptions()

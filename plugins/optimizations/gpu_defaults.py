@@ -28,8 +28,12 @@ def default_chain(device: torch.device, example: Optional[torch.Tensor]) -> tupl
 
 def with_gpu_defaults(config: OptimizationConfig, device: torch.device,
                       example: Optional[torch.Tensor]) -> OptimizationConfig:
-    """``config`` unchanged when it names a chain or turns the defaults off; else with the GPU chain."""
-    if config.chain or not config.gpu_defaults:
+    """``config`` unchanged when it names a chain or turns the defaults off; else with the GPU chain.
+
+    ``chain: [auto]`` counts as no chain on CUDA: auto's candidates are picked for CPU workers
+    (lossless, following elastic threads), so an archive built to run ``auto`` on a CPU host still
+    gets fp16 and CUDA graphs on a GPU one. ``gpu_defaults: false`` runs auto there instead."""
+    if config.chain not in ((), ("auto",)) or not config.gpu_defaults:
         return config
     chain = default_chain(device, example)
     return dataclasses.replace(config, chain=chain) if chain else config

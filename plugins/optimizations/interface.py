@@ -23,6 +23,9 @@ class Runtime:
     model_name: str = ""
     cache_dir: Optional[str] = None  # shared by the workers of one model (compile cache, exports)
     batch_size: int = 1  # TorchServe's batchSize: the largest batch the worker will see
+    # Elastic threads (plugins/elastic.py) may raise torch's intra-op threads per batch up to this;
+    # 0: they stay at intra_op_threads. A runtime with its own fixed pool (onnxruntime) reads it.
+    intra_op_max: int = 0
 
 
 @dataclass(frozen=True)

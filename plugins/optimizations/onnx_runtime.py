@@ -3,6 +3,11 @@
 ONNX Runtime keeps its own thread pools. Left alone, every worker's session takes every core and
 spins between runs, so N workers fight over the machine; here each session gets the worker's
 intra-/inter-op thread counts from the thread policy and does not spin by default.
+
+A session's pool is fixed when it is made, while elastic threads (plugins/elastic.py) change
+torch's intra-op threads per batch. So with elastic threads the worker keeps a few sessions, one
+per thread count (:func:`session_threads`), and each batch runs on the largest one not above
+torch's current count: it follows the cores the model's other workers leave idle, like torch does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 import torch
 
+from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext, Unavailable
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -35,25 +41,63 @@ class OnnxRuntimeOptions:
     # Spinning threads keep a core busy between runs: faster alone, slower next to other workers.
     allow_spinning: bool = False
     provider: Optional[str] = None  # None: CUDA on a GPU worker when available, else CPU
+    # Sessions kept to follow elastic threads (each holds its own copy of the prepared weights);
+    # 1: one session at the worker's static share.
+    max_sessions: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ConfigValueError("max_sessions", f"{self.max_sessions} is below 1",
+                                   "give at least 1 (1: one session at the worker's static thread share)")
+
+
+def session_threads(floor: int, ceiling: int, max_sessions: int) -> tuple[int, ...]:
+    """The intra-op thread counts to make a session for: ``floor`` (the static share), ``ceiling``
+    (all the cores elastic threads may take) and powers of two between, thinned evenly to
+    ``max_sessions``. Pure: see the table in tests/test_onnx_elastic.py."""
+    floor = max(1, floor)
+    ceiling = max(floor, ceiling)
+    counts = sorted({floor, ceiling} | {2 ** k for k in range(ceiling.bit_length()) if floor < 2 ** k < ceiling})
+    if max_sessions <= 1:
+        return (floor,)
+    if len(counts) <= max_sessions:
+        return tuple(counts)
+    last = len(counts) - 1
+    return tuple(sorted({counts[round(i * last / (max_sessions - 1))] for i in range(max_sessions)}))
 
 
 class OnnxRuntimeModel:
-    """Calls an InferenceSession like a module: tensors in, tensors out (on the worker's device)."""
+    """Calls an InferenceSession like a module: tensors in, tensors out (on the worker's device).
 
-    def __init__(self, session: Any, device: torch.device) -> None:
+    ``by_threads``: sessions keyed by their intra-op thread count; each call runs on the largest
+    count not above ``torch.get_num_threads()`` (what elastic threads set for this batch)."""
+
+    def __init__(self, session: Any, device: torch.device, by_threads: Optional[dict[int, Any]] = None) -> None:
         self.session = session
         self.device = device
+        self.by_threads = sorted((by_threads or {}).items())
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
 
+    def session_for(self, threads: int) -> Any:
+        chosen = self.by_threads[0][1] if self.by_threads else self.session
+        for count, session in self.by_threads:
+            if count <= threads:
+                chosen = session
+        return chosen
+
     def __call__(self, *args: torch.Tensor) -> Any:
+        return self.run(self.session_for(torch.get_num_threads()) if len(self.by_threads) > 1 else self.session, *args)
+
+    def run(self, session: Any, *args: torch.Tensor) -> Any:
         feeds = {name: _numpy(arg) for name, arg in zip(self.input_names, args)}
-        outputs = [torch.from_numpy(out).to(self.device) for out in self.session.run(self.output_names, feeds)]
+        outputs = [torch.from_numpy(out).to(self.device) for out in session.run(self.output_names, feeds)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def __repr__(self) -> str:
         providers = self.session.get_providers()
-        return f"OnnxRuntimeModel(inputs={self.input_names}, providers={providers})"
+        threads = f", sessions for {[count for count, _ in self.by_threads]} threads" if len(self.by_threads) > 1 else ""
+        return f"OnnxRuntimeModel(inputs={self.input_names}, providers={providers}{threads})"
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -84,10 +128,13 @@ class OnnxRuntime(OptimizationPlugin):
         problems = []
         for exporter in exporters:
             try:
-                session = self._session(export(model, step, exporter, options.opset), options, step, ort)
-                runner = OnnxRuntimeModel(session, step.runtime.device)
+                proto = export(model, step, exporter, options.opset)
+                session = self._session(proto, options, step, ort, step.runtime.intra_op_threads)
+                runner = OnnxRuntimeModel(session, step.runtime.device, self._elastic_sessions(proto, session, options,
+                                                                                           step, ort))
                 for x in step.inputs:  # a graph with a pinned shape fails here; parity comes after
-                    runner(x)
+                    for _, each in runner.by_threads or [(0, session)]:
+                        runner.run(each, x)
                 return runner
             except Unavailable:
                 raise
@@ -95,9 +142,22 @@ class OnnxRuntime(OptimizationPlugin):
                 problems.append(f"{exporter} exporter: {type(exc).__name__}: {_first_line(exc)}")
         raise RuntimeError("; ".join(problems))
 
-    def _session(self, proto: bytes, options: OnnxRuntimeOptions, step: StepContext, ort: Any) -> Any:
+    def _elastic_sessions(self, proto: bytes, session: Any, options: OnnxRuntimeOptions, step: StepContext,
+                          ort: Any) -> Optional[dict[int, Any]]:
+        """Sessions per thread count when elastic threads may raise the worker's threads; else None."""
+        runtime = step.runtime
+        if runtime.device.type != "cpu" or runtime.intra_op_max <= runtime.intra_op_threads:
+            return None
+        counts = session_threads(runtime.intra_op_threads, runtime.intra_op_max, options.max_sessions)
+        if len(counts) < 2:
+            return None
+        return {n: session if n == runtime.intra_op_threads else self._session(proto, options, step, ort, n)
+                for n in counts}
+
+    def _session(self, proto: bytes, options: OnnxRuntimeOptions, step: StepContext, ort: Any,
+                 intra_op_threads: int) -> Any:
         session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = max(1, step.runtime.intra_op_threads)
+        session_options.intra_op_num_threads = max(1, intra_op_threads)
         session_options.inter_op_num_threads = max(1, step.runtime.inter_op_threads)
         session_options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if step.runtime.inter_op_threads > 1
                                           else ort.ExecutionMode.ORT_SEQUENTIAL)

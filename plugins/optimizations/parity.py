@@ -106,6 +106,19 @@ def time_per_call(model: Callable[..., Any], x: torch.Tensor, repeats: int) -> f
     return min(samples)
 
 
+def time_in_turns(models: Sequence[Callable[..., Any]], x: torch.Tensor, rounds: int) -> list[float]:
+    """Fastest call of each model over ``rounds`` rounds that call every model once in turn, so a
+    disturbance that lasts a while reaches them all rather than the one timed then."""
+    best = [float("inf")] * len(models)
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for i, model in enumerate(models):
+                started = time.perf_counter()
+                model(x)
+                best[i] = min(best[i], time.perf_counter() - started)
+    return best
+
+
 def _compare(got: Any, expected: Any, rtol: float, atol: float) -> Optional[str]:
     got_leaves, expected_leaves = _leaves(got), _leaves(expected)
     if len(got_leaves) != len(expected_leaves):

@@ -116,18 +116,39 @@ def handler_file(handler: str) -> tuple[Path, Optional[str]]:
     return path, None
 
 
+def optimizations_section(choice: Optional[str], ours: bool) -> Optional[dict[str, Any]]:
+    """``--optimizations`` -> the ``handler: optimizations:`` section; None writes none.
+
+    Default: auto (plugins/host_defaults.py) for our handlers, nothing for your own handler file."""
+    from torchserve_perf.plugins.host_defaults import auto_optimizations
+
+    if choice is None:
+        return auto_optimizations() if ours else None
+    if choice == "auto":
+        return auto_optimizations()
+    chain = [name.strip() for name in choice.split(",") if name.strip()]
+    if not chain or "auto" in chain:
+        raise ArchiveError(f"--optimizations {choice!r}: give auto, none, or plugin names joined by commas "
+                           "(e.g. channels_last,torchscript)")
+    return {"chain": ["none"]} if chain == ["none"] else {"chain": chain}
+
+
 def default_model_config(section: Optional[str], options: Mapping[str, Any], *, workers: int, batch_size: int,
-                         max_batch_delay: int, response_timeout: int) -> dict[str, Any]:
+                         max_batch_delay: int, response_timeout: int,
+                         optimizations: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The model-config.yaml we write: TorchServe's worker and batching keys plus our ``handler:`` section.
 
     Threads are left to the handler's default policy (``intra_op: auto`` splits the physical cores
-    between the workers), so the only machine-specific choice here is the worker count.
+    between the workers, elastic threads use idle ones), so the machine-specific choices here are
+    the worker count and batching.
     """
     config: dict[str, Any] = {"minWorkers": workers, "maxWorkers": workers, "batchSize": batch_size,
                               "maxBatchDelay": max_batch_delay, "responseTimeout": response_timeout}
     handler: dict[str, Any] = {}
     if section and options:
         handler[section] = dict(options)
+    if optimizations:
+        handler["optimizations"] = dict(optimizations)
     if handler:
         config["handler"] = handler
     return config
@@ -163,10 +184,11 @@ def check_model_config(config: Mapping[str, Any], section: Optional[str]) -> Non
     from torchserve_perf.handlers.options import ImageOptions, TensorOptions, TextOptions
     from torchserve_perf.handlers.settings import load_settings
     from torchserve_perf.plugins.config import HandlerConfigError
+    from torchserve_perf.plugins.optimizations.registry import standard_registry
 
     options = {"image": ImageOptions, "text": TextOptions, "tensor": TensorOptions}[section]
-    try:
-        load_settings(config, {}, section, options)
+    try:  # with the registry a worker loads, so a misspelt plugin fails here, not at serve time
+        load_settings(config, {}, section, options, standard_registry())
     except HandlerConfigError as exc:
         raise ArchiveError(str(exc)) from None
 
@@ -465,6 +487,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     serve.add_argument("--max-batch-delay", type=int,
                        help="ms to wait to fill a batch (default: from the host, 1 ms; TorchServe reads 0 as 100 ms)")
     serve.add_argument("--response-timeout", type=int, default=120, help="seconds (default 120)")
+    serve.add_argument("--optimizations", metavar="auto|none|CHAIN",
+                       help="auto (the default for our handlers): at load, the fastest lossless chain that "
+                            "passes parity, cached per host; none: eager; or a chain such as "
+                            "channels_last,torchscript (docs/optimizations.md)")
     serve.add_argument("--model-config", type=Path,
                        help="your own model-config.yaml, merged over the defaults (its handler: sections too)")
     out = parser.add_argument_group("output")
@@ -525,7 +551,8 @@ def plan_from_args(args: argparse.Namespace) -> tuple[ArchivePlan, Optional[str]
     batch_size = args.batch_size if args.batch_size is not None else host.batch_size
     delay = args.max_batch_delay if args.max_batch_delay is not None else host.max_batch_delay_ms
     config = default_model_config(section, options, workers=workers, batch_size=batch_size,
-                                  max_batch_delay=delay, response_timeout=args.response_timeout)
+                                  max_batch_delay=delay, response_timeout=args.response_timeout,
+                                  optimizations=optimizations_section(args.optimizations, args.handler in HANDLERS))
     if args.model_config:
         try:
             override = yaml.safe_load(args.model_config.read_text()) or {}

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from torchserve_perf.handlers import imaging
 from torchserve_perf.handlers.device_imaging import DeviceImages, Nvjpeg
 from torchserve_perf.handlers.options import ImageOptions
 from torchserve_perf.plugins.decode_pool import DecodePool, Failure
@@ -45,8 +46,7 @@ def pillow_decoder(options: ImageOptions) -> Callable[[Any, int], torch.Tensor]:
 
     handler = ImageClassifierHandler()
     handler.settings = load_settings({"handler": {"image": {}}}, {}, "image", ImageOptions)
-    handler._mean = torch.tensor(options.mean).view(3, 1, 1)
-    handler._std = torch.tensor(options.std).view(3, 1, 1)
+    handler.normalise = imaging.Normaliser(options.mean, options.std)
     return handler.decode
 
 

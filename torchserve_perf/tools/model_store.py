@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from torchserve_perf.models.resnet18 import ResNet18
-from torchserve_perf.plugins.host_defaults import detect, fill_model_config
+from torchserve_perf.plugins.host_defaults import auto_optimizations, detect, fill_model_config
 from torchserve_perf.models.text_classifier import NUM_LABELS, TextClassifier
 from torchserve_perf.tools import paths
 from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive, stage_packages
@@ -27,7 +27,6 @@ from torchserve_perf.tools.argparsing import command_parser
 
 # stage_packages is imported from here too (tests that call torch-model-archiver by hand).
 ARCHIVER = paths.console_script("torch-model-archiver")
-AUTO_IMAGE = {"budget_s": 30, "candidates": ["channels_last", "torchscript", "channels_last+torchscript"]}
 TEXT_LATENCY_MS = 1.3  # text_classifier, one sentence, one intra-op thread, in-process
 TEXT_LABELS = ["negative", "neutral", "positive", "question"][:NUM_LABELS]
 
@@ -53,10 +52,10 @@ def default_specs() -> list[ArchiveSpec]:
             # From the host (plugins/host_defaults.py): a worker per physical core, elastic threads, batch 2
             # (4 clients keep both workers of a 2-core host busy; make tune-grid), 1 ms delay (a lone
             # request does not wait for batch-mates).
-            # Optimizations on: auto picks among torch-native chains (they follow elastic threads;
-            # onnxruntime's own pool would not) within 30 s, once per host (its choice is cached).
+            # Optimizations on, as `archive` writes them: auto among the chains that follow elastic
+            # threads (torch's, and onnxruntime with a session per thread count), cached per host.
             model_config=fill_model_config({"responseTimeout": 120, "handler": {
-                "image": {"topk": 5}, "optimizations": {"chain": ["auto"], "auto": AUTO_IMAGE}}}, detect()),
+                "image": {"topk": 5}, "optimizations": auto_optimizations()}}, detect()),
         ),
         ArchiveSpec(
             name="text_classifier",
