@@ -24,6 +24,8 @@ USAGE_ERRORS: dict[tuple[str, ...], str] = {
     ("bench",): "torchserve-perf bench: error: give --url",
     ("bench", "--suite", "s.yaml", "--rate", "5"): "torchserve-perf bench: error: --rate: with --suite",
     ("bench", "--suite", "missing-suite.yaml", "--url", "http://127.0.0.1:9"): "torchserve-perf bench: error: ",
+    # an archive missing from --model-store: TorchServe would only log it and never become ready
+    ("bench", "--model-store", ".", "--model", "nothere"): "torchserve-perf bench: error: . has no nothere.mar",
     ("tune", "--bogus"): "torchserve-perf tune: error: unrecognized arguments: --bogus",
     ("tune", "compare"): "torchserve-perf tune compare: error:",
     ("compare", "--systems", "nope"): "torchserve-perf compare: error: argument --systems",

@@ -495,6 +495,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         from torchserve_perf.tools import serving
 
         archives = args.archive or [f"{args.model}.mar"]
+        missing = [a for a in archives if "://" not in a and not (Path(args.model_store) / a).exists()]
+        if missing:  # TorchServe would only log it and never become ready
+            print(f"torchserve-perf bench: error: {args.model_store} has no {', '.join(missing)}; build it with "
+                  "`make model-store` (the demo's models) or `torchserve-perf archive`, or give --archive",
+                  file=sys.stderr)
+            return 2
         workdir = args.out / "server"  # its logs stay here for a look afterwards
         shutil.rmtree(workdir, ignore_errors=True)
         if progress:
