@@ -74,7 +74,7 @@ def decode_pixels(raw: bytes, options: ImageOptions) -> Optional[Pixels]:
     """Encoded bytes -> uint8 RGB pixels; None for modes the Pillow path scales by their own range."""
     image, target = header_target(raw, options)
     image = imaging.decode(image, target)
-    if image.mode in imaging.GRAY_RANGES:  # 16-bit and float gray: imaging.resize_crop scales them
+    if image.mode in imaging.GRAY_RANGES:  # 16-bit and float gray: imaging.resize_crop_pixels scales them
         return None
     return Pixels(np.asarray(imaging.to_rgb(image)), target)
 

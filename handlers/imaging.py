@@ -1,4 +1,5 @@
-"""Image bytes -> a cropped RGB array in [0, 1], with every allocation bounded before it happens.
+"""Image bytes -> cropped pixels (8-bit RGB, or [0, 1] floats for 16-bit and float modes), then
+normalised; every allocation is bounded before it happens.
 
 The header is read first (``Image.open`` decodes nothing): the declared pixels, the aspect ratio
 and the size after the resize are checked there, so a 100-byte PNG that declares 1x6000 pixels
@@ -114,12 +115,6 @@ def resize_crop_pixels(image: Image.Image, target: tuple[int, int], crop: int) -
                                                                       reducing_gap=REDUCING_GAP)
         return np.repeat(np.asarray(plane, dtype=np.float32)[:, :, None], 3, axis=2)
     return np.asarray(to_rgb(image).resize((crop, crop), Image.BILINEAR, box=box, reducing_gap=REDUCING_GAP))
-
-
-def resize_crop(image: Image.Image, target: tuple[int, int], crop: int) -> np.ndarray:
-    """HxWx3 float32 in [0, 1]: resized to ``target``, centre-cropped to ``crop`` x ``crop``."""
-    pixels = resize_crop_pixels(image, target, crop)
-    return pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels
 
 
 class Normaliser:

@@ -49,21 +49,18 @@ def model_config(delay_ms: int, with_handler: bool) -> dict:
 
 def breakdown(threads: int, rounds: int) -> dict:
     """Where a request's time goes, in process: preprocess per image and forward per image by batch size."""
-    from torchserve_perf.handlers import imaging
-    from torchserve_perf.handlers.image_handler import ImageClassifierHandler
     from torchserve_perf.handlers.options import ImageOptions
+    from torchserve_perf.tools.decode_ceiling import pillow_decoder
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        handler = ImageClassifierHandler()
-        handler.settings = type("S", (), {"options": ImageOptions()})()
-        handler.normalise = imaging.Normaliser(ImageOptions().mean, ImageOptions().std)
+        decode = pillow_decoder(ImageOptions())  # the image handler's own CPU decode
         body = sample_image()
-        handler.decode(body, 0)
+        decode(body, 0)
         started = time.perf_counter()
         for _ in range(rounds * 4):
-            handler.decode(body, 0)
+            decode(body, 0)
         out = {"preprocess_ms": 1000 * (time.perf_counter() - started) / (rounds * 4)}
         torch.manual_seed(0)
         model = ResNet18().eval()

@@ -110,7 +110,8 @@ def test_rounding_is_the_only_difference_at_resnet_settings():
     from torchserve_perf.handlers import imaging
 
     image = imaging.decode(imaging.open_image(raw, options.formats), pixels.target)
-    want = torch.from_numpy(imaging.resize_crop(image, pixels.target, options.crop)).permute(2, 0, 1)
+    want = torch.from_numpy(imaging.resize_crop_pixels(image, pixels.target, options.crop) / np.float32(255.0))
+    want = want.permute(2, 0, 1)
     zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
     got = device_imaging.resize_crop_normalise(stage([pixels.data], torch.device("cpu"))[0][None], pixels.target,
                                                options.crop, zero, one)[0]

@@ -145,7 +145,7 @@ def search(model: nn.Module, config: OptimizationConfig, reference: Reference, r
     best: Optional[tuple[float, ChainOutcome]] = None
     failed: dict[str, str] = {}
     keep = kept_candidates(model, config.auto.keep_mb)
-    kept: list[tuple[str, ChainOutcome]] = []
+    kept: list[tuple[str, float, ChainOutcome]] = []  # label, its time alone, the built chain
     for chain in chains:
         label = "+".join(chain)
         elapsed = time.perf_counter() - started
@@ -161,16 +161,16 @@ def search(model: nn.Module, config: OptimizationConfig, reference: Reference, r
         seconds = time_per_call(outcome.model, x, config.auto.repeats)
         trials[label] = seconds
         if len(kept) < keep:
-            kept.append((label, outcome))
+            kept.append((label, seconds, outcome))
         if best is None or seconds < best[0]:
             best = (seconds, outcome)
     if kept:  # all again with eager, in turns: one candidate's bad moment is not its verdict
-        again = time_in_turns([model] + [o.model for _, o in kept], x, config.auto.repeats)
+        again = time_in_turns([model] + [o.model for _, _, o in kept], x, config.auto.repeats)
         eager_s = min(eager_s, again[0])
-        for (label, outcome), seconds in zip(kept, again[1:]):
-            trials[label] = min(float(trials[label]), seconds)  # type: ignore[arg-type]
-            if best is None or trials[label] < best[0]:  # type: ignore[operator]
-                best = (float(trials[label]), outcome)  # type: ignore[arg-type]
+        for (label, alone_s, outcome), turns_s in zip(kept, again[1:]):
+            seconds = trials[label] = min(alone_s, turns_s)
+            if best is None or seconds < best[0]:
+                best = (seconds, outcome)
     else:  # measured again at the end and the faster kept: eager went first, with colder caches
         eager_s = min(eager_s, time_per_call(model, x, config.auto.repeats))
     described = {k: _ratio(v, eager_s) for k, v in trials.items()}

@@ -76,7 +76,7 @@ def choice_key(model: Any, *, shape: tuple[int, ...], runtime: Any, settings: Ma
     parts = {
         "format": VERSION, "model": model_digest(model), "torch": torch.__version__, "host": host_id(),
         "shape": list(shape), "device": str(runtime.device), "intra_op": runtime.intra_op_threads,
-        "inter_op": runtime.inter_op_threads, "intra_op_max": getattr(runtime, "intra_op_max", 0),
+        "inter_op": runtime.inter_op_threads, "intra_op_max": runtime.intra_op_max,
         "batch_size": runtime.batch_size, "auto": dict(settings),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

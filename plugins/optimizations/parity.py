@@ -96,14 +96,9 @@ def check(model: Callable[..., Any], reference: Reference, rtol: float, atol: fl
 
 def time_per_call(model: Callable[..., Any], x: torch.Tensor, repeats: int) -> float:
     """Fastest of ``repeats`` calls, after one untimed call: the least disturbed by other processes."""
-    samples = []
     with torch.inference_mode():
         model(x)
-        for _ in range(repeats):
-            started = time.perf_counter()
-            model(x)
-            samples.append(time.perf_counter() - started)
-    return min(samples)
+    return time_in_turns([model], x, repeats)[0]
 
 
 def time_in_turns(models: Sequence[Callable[..., Any]], x: torch.Tensor, rounds: int) -> list[float]:
