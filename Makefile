@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TSP := $(VENV)/bin/torchserve-perf
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test model-store venv java clean bench-threads bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench bench-suite
+.PHONY: demo test test-unit lint model-store venv java clean bench-hf bench-threads bench-int8 bench-optimizations bench-profiler traces-summary bench-metrics tune tune-grid compare bench bench-suite bench-memory
 
 $(STAMP): requirements.txt requirements-kserve.txt setup.py
 	@scripts/ensure_java.sh
@@ -13,13 +13,13 @@ $(STAMP): requirements.txt requirements-kserve.txt setup.py
 	PYTHON=$(PYTHON) scripts/ensure_kserve_env.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	# The development install is editable: torchserve_perf.* maps onto handlers/, plugins/, ... (setup.py).
+	# Editable: the torchserve-perf command, and imports from any folder (lint needs none: it runs by path).
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-model_store/config.properties: $(STAMP) $(shell find handlers plugins models torchserve_perf -name '*.py' -o -name '*.yaml' 2>/dev/null)
+model_store/config.properties: $(STAMP) $(shell find torchserve_perf -name '*.py' -o -name '*.yaml' 2>/dev/null)
 	$(TSP) model-store
 
 model-store: model_store/config.properties
@@ -27,8 +27,19 @@ model-store: model_store/config.properties
 demo: model-store
 	$(TSP) demo
 
-test: $(STAMP)
+# Static checks from the repository root, with the venv's tools: ruff (style, imports, security rules)
+# on all Python files, mypy on the package, and the import contracts (pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check torchserve_perf tests scripts setup.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q tests
+
+# The tests that start no processes: seconds, not minutes.
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 clean:
 	rm -rf model_store/*.mar model_store/config.properties model_store/metrics.yaml results
@@ -58,10 +69,12 @@ bench-suite: $(STAMP)
 	@test -n "$(SUITE)" || { echo "make bench-suite: give SUITE=path/to/suite.yaml (docs/benchmarking.md)" >&2; exit 2; }
 	$(TSP) bench --suite $(SUITE) $(SUITE_ARGS)
 
-# The side-by-side report (docs/benchmarking.md): results/compare/report.md. COMPARE_ARGS="--quick" to check it works.
+# The side-by-side report (docs/benchmarking.md): results/compare/report.md, its Goals table judged
+# against scripts/goals/. COMPARE_ARGS="--quick" to check it works.
+GOALS := scripts/goals
 COMPARE_ARGS ?=
 compare: $(STAMP)
-	$(TSP) compare $(COMPARE_ARGS)
+	$(TSP) compare --goals $(GOALS)/compare-tuned.yaml $(GOALS)/compare-defaults.yaml $(COMPARE_ARGS)
 
 # Metrics on vs off in one run (docs/metrics.md). BENCH_METRICS_ARGS="--quick" checks it works.
 BENCH_METRICS_ARGS ?=
@@ -74,11 +87,30 @@ BENCH_OPTIMIZATIONS_ARGS ?=
 bench-optimizations: $(STAMP)
 	$(PY) scripts/bench_optimizations.py $(BENCH_OPTIMIZATIONS_ARGS)
 
+# int8 (ONNX Runtime, OpenVINO NNCF, PT2E with --pt2e), OpenVINO and bf16 in process on ResNet-18/50,
+# accuracy beside every int8 figure (docs/int8.md). BENCH_INT8_ARGS="--quick" checks it works.
+BENCH_INT8_ARGS ?=
+bench-int8: $(STAMP)
+	$(PY) scripts/bench_int8.py $(BENCH_INT8_ARGS)
+
 # Thread policy vs stock TorchServe on ResNet-18 at 4 and 8 clients (docs/handlers.md).
 # BENCH_THREADS_ARGS="--quick" checks it works.
 BENCH_THREADS_ARGS ?=
 bench-threads: $(STAMP)
 	$(PY) scripts/bench_threads.py $(BENCH_THREADS_ARGS)
+
+# Worker memory: ours against stock TorchServe on ResNet-18, RSS per worker and its breakdown (docs/memory.md).
+# BENCH_MEMORY_ARGS="--quick" checks it works.
+BENCH_MEMORY_ARGS ?=
+bench-memory: $(STAMP)
+	$(PY) scripts/bench_memory.py $(BENCH_MEMORY_ARGS)
+
+# Transformers text: ours (archive --hf-model) against TorchServe's example approach at 1/4/8 clients,
+# padding and int8 in process, accuracy of each lossy path (docs/transformers.md).
+# BENCH_HF_ARGS="--quick" checks it works; "--size base" for BERT-base shapes.
+BENCH_HF_ARGS ?=
+bench-hf: $(STAMP)
+	$(PY) scripts/bench_hf.py $(BENCH_HF_ARGS)
 
 # Profiler off / on-but-idle / active / stock ENABLE_TORCH_PROFILER on ResNet-18 (docs/profiling.md).
 # BENCH_PROFILER_ARGS="--quick" checks it works.
@@ -98,7 +130,7 @@ traces-summary: $(STAMP)
 .PHONY: fuzz soak audit
 FUZZ_EXAMPLES ?= 3000
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -s -p no:logging tests/test_fuzz.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -s -p no:logging tests/e2e/test_fuzz.py
 
 SOAK_ARGS ?=
 soak: $(STAMP)
@@ -119,17 +151,25 @@ bench-decode: $(STAMP)
 # (LOADGEN_ARGS="--processes 1 4 8 --concurrency 128" on a big host).
 LOADGEN_ARGS ?=
 loadgen-ceiling: $(STAMP)
-	$(PY) -m torchserve_perf.tools.multiload $(LOADGEN_ARGS)
+	$(PY) -m torchserve_perf.tools.loadgen $(LOADGEN_ARGS)
 
-# Issue 11's benchmark: ours with shipped defaults against stock TorchServe (defaults, and one
-# thread per worker) at 1, 4 and 8 clients, all three servers up at once and the load taken in
-# turns (--rounds), so a noisy machine hits each alike: results/compare-defaults/report.md.
+# Ours with shipped defaults against stock TorchServe (defaults, and one thread per worker) at 1, 4
+# and 8 clients, all three servers up at once and the load taken in turns (--rounds), so a noisy
+# machine hits each alike, judged against scripts/goals/compare-defaults.yaml:
+# results/compare-defaults/report.md.
 # `make bench-elastic`: cold vs warm worker load (auto's cached choice) and elastic threads' cost.
 .PHONY: compare-defaults bench-elastic
 COMPARE_DEFAULTS_ARGS ?= --seconds 30 --warmup 5 --rounds 3
 compare-defaults: $(STAMP)
 	$(TSP) compare --systems stock_default stock_guided ours_default --concurrency 1 4 8 \
-		--out results/compare-defaults $(COMPARE_DEFAULTS_ARGS)
+		--goals $(GOALS)/compare-defaults.yaml --out results/compare-defaults $(COMPARE_DEFAULTS_ARGS)
 
 bench-elastic: $(STAMP)
 	$(PY) scripts/bench_elastic.py
+
+# Every image family (ResNet-50, MobileNetV3-Large, EfficientNet-B0, ViT-B/16) against stock TorchServe at
+# 1, 4 and 8 clients, judged against scripts/goals/zoo.yaml (docs/zoo.md). COMPARE_ZOO_ARGS="--quick" checks it works.
+.PHONY: compare-zoo
+COMPARE_ZOO_ARGS ?=
+compare-zoo: $(STAMP)
+	$(TSP) compare --zoo --goals $(GOALS)/zoo.yaml --out results/compare-zoo $(COMPARE_ZOO_ARGS)

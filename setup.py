@@ -1,24 +1,12 @@
-"""torchserve-perf: one namespace, ``torchserve_perf``, mapped from the repository's fixed layout.
+"""torchserve-perf: one namespace, ``torchserve_perf``, whose import paths are its file paths.
 
-The repository keeps ``handlers/``, ``plugins/``, ``models/`` and ``scripts/`` at its root; this
-file maps them into the package, so no top-level ``handlers`` or ``plugins`` module is installed
-and a user's archive with folders of those names cannot collide with ours.
+Every module lives under ``torchserve_perf/`` (``torchserve_perf/handlers/base.py`` is
+``torchserve_perf.handlers.base``), so static tools resolve imports from a plain checkout. The
+repository's ``handlers`` and ``plugins`` at the root are symbolic links into the package, kept for
+the project's fixed layout; the wheel installs no top-level ``handlers`` or ``plugins``.
 """
 
-from setuptools import setup
-
-PACKAGE_DIR = {
-    "torchserve_perf": "torchserve_perf",
-    "torchserve_perf.handlers": "handlers",
-    "torchserve_perf.plugins": "plugins",
-    "torchserve_perf.plugins.metrics": "plugins/metrics",
-    "torchserve_perf.plugins.optimizations": "plugins/optimizations",
-    "torchserve_perf.plugins.profiler": "plugins/profiler",
-    "torchserve_perf.models": "models",
-    "torchserve_perf.fixtures": "scripts/fixtures",
-    "torchserve_perf.tools": "torchserve_perf/tools",
-    "torchserve_perf.tools.tuning": "torchserve_perf/tools/tuning",
-}
+from setuptools import find_packages, setup
 
 setup(
     name="torchserve-perf",
@@ -26,9 +14,8 @@ setup(
     description="TorchServe handlers with per-worker thread policy, verified runtime optimizations, "
     "sampled Kineto profiling and per-worker Prometheus metrics, plus the tools to benchmark and tune them.",
     python_requires=">=3.9",
-    packages=list(PACKAGE_DIR),
-    package_dir=PACKAGE_DIR,
-    package_data={"torchserve_perf.plugins.metrics": ["*.yaml"]},
+    packages=find_packages(include=["torchserve_perf", "torchserve_perf.*"]),
+    package_data={"torchserve_perf.plugins.metrics": ["*.yaml"], "torchserve_perf.models": ["corpus/*.tsv"]},
     install_requires=[
         # What the handlers and plugins import inside a TorchServe worker.
         "torch>=2.1,<3",
@@ -46,12 +33,20 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx", "onnxscript", "onnxruntime"],
+        # OpenVINO fp32/bf16 and NNCF int8 (plugins/optimizations/openvino_runtime.py; docs/int8.md).
+        "openvino": ["openvino", "nncf"],
+        # The digits CNN trained to measure what int8 costs in accuracy (models/digits_training.py).
+        "accuracy": ["scikit-learn"],
         # Traces in TensorBoard, Prometheus parsing, and LitServe for compare's litserve system.
         "tools": ["torch-tb-profiler", "tensorboard", "prometheus_client", "litserve"],
         # A v2 (Open Inference Protocol) client and offline Kubernetes manifest checks (docs/kubernetes.md).
         "kubernetes": ["tritonclient[http]", "kubernetes-validate"],
         # The fuzzer (tests/test_fuzz.py, make fuzz) and the dependency audit (make audit).
         "reliability": ["hypothesis", "pip-audit"],
+        # gRPC clients for bench --protocol grpc|v2-grpc and compare --transports (docs/transports.md).
+        "grpc": ["grpcio", "grpcio-tools"],
+        # Hugging Face Transformers models (handlers/transformers_handler.py, archive --hf-model; docs/transformers.md).
+        "hf": ["transformers>=4.40", "tokenizers", "safetensors"],
     },
     entry_points={
         "console_scripts": ["torchserve-perf = torchserve_perf.cli:main"],

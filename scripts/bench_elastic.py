@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 11's measurements beside the compare table: what elastic threads cost per batch, and how
+"""Measurements beside the compare table: what elastic threads cost per batch, and how
 long a ResNet-18 worker takes to load with optimizations on, cold (auto searches) and warm (a
 worker restarted by TorchServe after SIGKILL reads auto's cached choice).
 

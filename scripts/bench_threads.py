@@ -24,23 +24,21 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
-
 
 from torchserve_perf.models.resnet18 import ResNet18
 from torchserve_perf.plugins.threads import allowed_cores, physical_cores
 from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.loadgen import closed_loop, sample_image
 from torchserve_perf.tools.model_store import build_archive, build_stock_archive, default_specs, write_server_config
-from torchserve_perf.tools.loadgen import sample_image
-from torchserve_perf.tools.loadgen import closed_loop
 
 WORKERS = 2
 
 
 def model_config(delay_ms: int, with_handler: bool) -> dict:
-    config = {"minWorkers": WORKERS, "maxWorkers": WORKERS, "batchSize": 4, "maxBatchDelay": delay_ms,
+    config: dict[str, Any] = {"minWorkers": WORKERS, "maxWorkers": WORKERS, "batchSize": 4, "maxBatchDelay": delay_ms,
               "responseTimeout": 120}
     if with_handler:
         config["handler"] = {"image": {"topk": 5}}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Prometheus server (and promtool) for tests/test_prometheus_server.py and deploy/ checks:
+# The Prometheus server (and promtool) for tests/integration/test_prometheus_server.py and deploy/ checks:
 # Debian's prometheus package. Installed like Java (scripts/ensure_java.sh): only when missing,
 # only with apt-get as root; otherwise say how.
 set -euo pipefail

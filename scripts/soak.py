@@ -5,7 +5,7 @@ Reports and checks: errors (must be 0), each worker's RSS growth after the warm-
 the median of the samples after the warm-up's first minute against the median of the last
 minute), the same workers from start to end (none restarted), and the traces' disk use against
 the profiler's bound (``max_mb`` per worker) with private permissions (files 0600, directory
-0700). ``--duration 60`` is the short version the test suite runs (tests/test_reliability_soak.py).
+0700). ``--duration 60`` is the short version the test suite runs (tests/e2e/test_reliability_soak.py).
 Exit status 0 when every check passes, 1 otherwise.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import stat
+import statistics
 import sys
 import tempfile
 import threading

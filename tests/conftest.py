@@ -15,7 +15,17 @@ from torchserve_perf.tools.model_store import build_archive, default_specs, writ
 
 REPO = Path(__file__).resolve().parents[1]
 # Handler fixtures shared by several modules (tensor_handler, text_handler, image_handler, ...).
-pytest_plugins = ["tests.handler_fixtures"]
+pytest_plugins = ["tests.handler_fixtures", "tests.archive_fixtures"]
+# The tiers are folders; each test is marked with its folder's tier, so `-m unit` and `tests/unit` agree.
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = next((t for t in TIERS if f"tests/{t}/" in item.nodeid), None)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in tests/unit, tests/integration or tests/e2e")
+        item.add_marker(getattr(pytest.mark, tier))
 TS_METRICS_YAML = paths.metrics_yaml()
 
 
@@ -60,6 +70,17 @@ def make_context() -> Callable[..., RequestContext]:
     return RequestContext
 
 
+def class_from_file(path: Path, name: str) -> Any:
+    """The class ``name`` of the model file at ``path``, imported the way TorchServe imports a --model-file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
 def png_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG") -> bytes:
     from PIL import Image
 
@@ -79,28 +100,66 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
-@pytest.fixture(scope="session")
-def torchserve_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., serving.TorchServe]]:
-    """Starts isolated real TorchServe servers; on teardown stops them and checks nothing is left."""
-    servers: list[serving.TorchServe] = []
+class ServerPool:
+    """The real TorchServe servers the tests started. A server a module starts is stopped when that
+    module ends (an idle server still costs the 2 cores: its frontend and its workers' samplers run);
+    the session-wide ones (``served``, ``kserve_served``) when the session ends. Stops run in parallel."""
 
-    def start(model_store: Path, **kwargs: Any) -> serving.TorchServe:
-        server = serving.start(model_store, tmp_path_factory.mktemp("torchserve"), **kwargs)
-        servers.append(server)
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.running: list[tuple[serving.TorchServe, bool]] = []
+
+    def start(self, model_store: Path, *, session_wide: bool = False, **kwargs: Any) -> serving.TorchServe:
+        server = serving.start(model_store, self.tmp_path_factory.mktemp("torchserve"), **kwargs)
+        self.running.append((server, session_wide))
         return server
 
-    yield start
-    leftovers = []
-    for server in servers:
-        server.stop()
-        leftovers += server.processes()
+    def stop(self, *, session_wide_too: bool) -> list[Any]:
+        """Stop the module's servers (and the session's with ``session_wide_too``); returns leftovers."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        stopping = [server for server, session_wide in self.running if session_wide_too or not session_wide]
+        self.running = [(server, keep) for server, keep in self.running if server not in stopping]
+        if not stopping:
+            return []
+        with ThreadPoolExecutor(max_workers=len(stopping)) as pool:
+            list(pool.map(lambda server: server.stop(), stopping))
+        return [proc for server in stopping for proc in server.processes()]
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    pool = ServerPool(tmp_path_factory)
+    yield pool
+    leftovers = pool.stop(session_wide_too=True)
     assert not leftovers, f"TorchServe processes left running: {leftovers}"
+
+
+POOL = pytest.StashKey[ServerPool]()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_module_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """At the end of each module, stop the servers it started (the pool exists once a test needed one)."""
+    yield
+    pool = request.config.stash.get(POOL, None)
+    if pool is not None:
+        leftovers = pool.stop(session_wide_too=False)
+        assert not leftovers, f"TorchServe processes left running: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def torchserve_factory(request: pytest.FixtureRequest, server_pool: ServerPool) -> Callable[..., serving.TorchServe]:
+    """Starts isolated real TorchServe servers; each is stopped at the end of the module that started
+    it (``session_wide=True``: at the end of the session), and nothing may be left running."""
+    request.config.stash[POOL] = server_pool  # for stop_module_servers
+    return server_pool.start
 
 
 @pytest.fixture(scope="session")
 def served(model_store: Path, torchserve_factory: Callable[..., serving.TorchServe]) -> serving.TorchServe:
     """One real TorchServe serving both demo archives, shared by the end-to-end tests."""
-    return torchserve_factory(model_store, ready_models=["resnet18", "text_classifier"])
+    return torchserve_factory(model_store, ready_models=["resnet18", "text_classifier"], session_wide=True)
 
 
 # Batch 4 with a delay, so concurrent requests share a batch; one worker each keeps the server small.
@@ -118,4 +177,4 @@ def kserve_served(tmp_path_factory: pytest.TempPathFactory,
         build_archive(spec, store, model_config={**KSERVE_MODEL_CONFIG, **handler_section})
     write_server_config(store)
     return torchserve_factory(store, ready_models=[s.name for s in default_specs()],
-                              properties={"service_envelope": "kservev2"})
+                              properties={"service_envelope": "kservev2"}, session_wide=True)

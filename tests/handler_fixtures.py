@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import REPO, RequestContext, write_model_dir
 from torchserve_perf.handlers.image_handler import ImageClassifierHandler
 from torchserve_perf.handlers.tensor_handler import TensorHandler
 from torchserve_perf.handlers.text_handler import TextClassifierHandler
 from torchserve_perf.models.text_classifier import TextClassifier
-from tests.conftest import REPO, RequestContext, write_model_dir
 
 TINY_MODEL = '''
 import torch
@@ -100,7 +100,7 @@ def text_handler(tmp_path: Path) -> tuple[TextClassifierHandler, RequestContext,
     torch.manual_seed(0)
     model = TextClassifier().eval()
     labels = {str(i): name for i, name in enumerate(["negative", "neutral", "positive", "question"])}
-    manifest = write_model_dir(tmp_path / "model", REPO / "models" / "text_classifier.py", model,
+    manifest = write_model_dir(tmp_path / "model", REPO / "torchserve_perf" / "models" / "text_classifier.py", model,
                                extra={"index_to_name.json": labels})
     ctx = RequestContext(tmp_path / "model", manifest, {"handler": {"text": {"topk": 4}}})
     handler = TextClassifierHandler()

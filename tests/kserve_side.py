@@ -18,8 +18,8 @@ from typing import Any
 
 # ---- validate -----------------------------------------------------------------------------------
 def model_class(name: str) -> Any:
-    import kubernetes.client.models as k8s_models
     import kserve.models as kserve_models
+    import kubernetes.client.models as k8s_models
 
     return getattr(kserve_models, name, None) or getattr(k8s_models, name, None)
 

@@ -4,6 +4,7 @@ Everything lives under this one namespace, installed, bundled in a .mar or in a 
 
 - :mod:`torchserve_perf.handlers`: the BaseHandler subclasses given to ``--handler``;
 - :mod:`torchserve_perf.plugins`: what they compose (threads, optimizations, profiler, metrics);
+- :mod:`torchserve_perf.ts_compat`: every use of TorchServe's internals, behind one version check;
 - :mod:`torchserve_perf.models`: the demo models, defined here with seeded weights;
 - :mod:`torchserve_perf.tools`: the library behind the ``torchserve-perf`` command (archive,
   bench, tune, compare, traces, metrics) and the model-store build;

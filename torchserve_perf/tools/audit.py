@@ -99,11 +99,11 @@ def _json(text: str) -> Optional[dict]:
         value = json.loads(text[start:])
     except json.JSONDecodeError:
         return None
-    return value if isinstance(value, (dict, list)) else None
+    return value if isinstance(value, dict) else None
 
 
 def _last_line(text: str) -> str:
-    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
 
@@ -113,7 +113,8 @@ def pinned_environment(skip: tuple[str, ...] = ("torchserve-perf", "torchserve_p
 
     pins = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        names = dist.metadata.get_all("Name") or []
+        name = names[0] if names else None
         if not name or name.lower() in skip:
             continue
         pins[name.lower()] = f"{name}=={dist.version.split('+', 1)[0]}"
@@ -146,7 +147,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def run_audit(command: list[str], timeout: float) -> AuditResult:
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        # An argument list (no shell): pip-audit, the pinned file we wrote and the caller's own options.
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)  # noqa: S603
     except FileNotFoundError:
         result = AuditResult("error", detail="pip-audit is not installed (pip install pip-audit)")
     except subprocess.TimeoutExpired:

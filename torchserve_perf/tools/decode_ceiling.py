@@ -68,6 +68,14 @@ def rate(run_batch: Callable[[], list], batch: int, seconds: float, sync: Callab
     return max(windows)
 
 
+def batch_runner(path: Optional[DeviceImages], pool: DecodePool, pillow: Callable[[Any, int], torch.Tensor],
+                 bodies: Sequence[bytes]) -> Callable[[], list]:
+    """One batch of ``bodies`` through ``path`` on ``pool``; no path is the handler's own Pillow decode."""
+    if path is None:
+        return lambda: pool.map(pillow, bodies)
+    return lambda: path.decode_all(bodies, pillow, pool)
+
+
 def measure(threads: Sequence[int] = (1, 2), batch: int = 8, seconds: float = 3.0,
             device: Optional[torch.device] = None, payload: Optional[bytes] = None,
             progress: Optional[Callable[[DecodePoint], None]] = None) -> dict:
@@ -92,11 +100,8 @@ def measure(threads: Sequence[int] = (1, 2), batch: int = 8, seconds: float = 3.
             pool = DecodePool(count)
             try:
                 for name, path in paths.items():
-                    if path is None:
-                        run_batch = lambda: pool.map(pillow, bodies)  # noqa: E731
-                    else:
-                        run_batch = lambda path=path: path.decode_all(bodies, pillow, pool)  # noqa: E731
-                    point = DecodePoint(name, count, *rate(run_batch, batch, seconds, sync))
+                    runner = batch_runner(path, pool, pillow, bodies)
+                    point = DecodePoint(name, count, *rate(runner, batch, seconds, sync))
                     points.append(point)
                     if progress:
                         progress(point)

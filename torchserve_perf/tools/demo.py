@@ -13,11 +13,11 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from torchserve_perf.tools import paths, serving
-from torchserve_perf.tools.loadgen import SAMPLE_TEXT, closed_loop, sample_image
 from torchserve_perf.tools.argparsing import command_parser
+from torchserve_perf.tools.loadgen import SAMPLE_TEXT, closed_loop, sample_image
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -76,7 +76,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 SIDE_CLIENTS = (1, 4)
 
 
-def points(send, seconds: float) -> dict[int, dict]:
+def points(send: Callable[[], int], seconds: float) -> dict[int, dict]:
     return {c: closed_loop(send, c, duration=seconds, warmup=1).summary() for c in SIDE_CLIENTS}
 
 

@@ -99,7 +99,7 @@ class GpuSampler:
             if self._stop.wait(self.interval_s):
                 return
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         if self.probes:
             self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
             self._thread.start()
@@ -179,7 +179,7 @@ def model_limits(make_model: Callable[[], Any], device: Any, batches: Sequence[i
 
 def resnet18() -> Any:
     from torchserve_perf.models.resnet18 import ResNet18
-    from torchserve_perf.tools.model_store import seeded_state_dict
+    from torchserve_perf.models.seeded import seeded_state_dict
 
     model = ResNet18()
     model.load_state_dict(seeded_state_dict(ResNet18))
@@ -237,7 +237,7 @@ def limits_in_child(quick: bool, out: Path) -> dict:
     import sys
 
     command = [sys.executable, "-m", "torchserve_perf.tools.gpu_report", "--out", str(out)] + (["--quick"] if quick else [])
-    done = subprocess.run(command)
+    done = subprocess.run(command)  # noqa: S603 - this interpreter and our own module, no shell
     if done.returncode != 0 or not out.is_file():
         return {"skipped": f"the GPU limits child failed (exit {done.returncode})"}
     return json.loads(out.read_text())

@@ -19,13 +19,14 @@ from typing import Any, Callable, Optional
 import torch
 
 from torchserve_perf.models.resnet18 import ResNet18
-from torchserve_perf.plugins.host_defaults import auto_optimizations, detect, fill_model_config
+from torchserve_perf.models.seeded import seeded_state_dict as seeded_state_dict  # re-exported: scripts, tests
 from torchserve_perf.models.text_classifier import NUM_LABELS, TextClassifier
+from torchserve_perf.plugins.host_defaults import auto_optimizations, detect, fill_model_config
 from torchserve_perf.tools import paths
-from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive, stage_packages
+from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive
+from torchserve_perf.tools.archive import stage_packages as stage_packages  # re-exported: tests that archive by hand
 from torchserve_perf.tools.argparsing import command_parser
 
-# stage_packages is imported from here too (tests that call torch-model-archiver by hand).
 ARCHIVER = paths.console_script("torch-model-archiver")
 TEXT_LATENCY_MS = 1.3  # text_classifier, one sentence, one intra-op thread, in-process
 TEXT_LABELS = ["negative", "neutral", "positive", "question"][:NUM_LABELS]
@@ -86,11 +87,6 @@ def default_payload(spec: ArchiveSpec) -> bytes:
     return sample_image() if spec.handler.name == "image_handler.py" else SAMPLE_TEXT
 
 
-def seeded_state_dict(make_model: Callable[[], torch.nn.Module], seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    return make_model().eval().state_dict()
-
-
 def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, name: Optional[str] = None,
                   model_config: Optional[dict] = None, archive_format: str = "default") -> Path:
     """Archive one demo model through the same path as ``torchserve-perf archive``; returns the .mar
@@ -109,7 +105,7 @@ def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, 
 
 def build_stock_archive(export_path: Path, *, name: str = "resnet18_stock", model_config: Optional[dict] = None,
                         archive_format: str = "default") -> Path:
-    """ResNet-18 behind TorchServe's own BaseHandler (scripts/fixtures/, shipped as torchserve_perf.fixtures), for side-by-side runs."""
+    """ResNet-18 behind TorchServe's own BaseHandler (torchserve_perf/fixtures/), for side-by-side runs."""
     spec = default_specs()[0]
     stock = ArchiveSpec(name=name, model_file=spec.model_file, make_model=spec.make_model,
                         handler=paths.fixtures_dir() / "stock_image_handler.py", labels=spec.labels,

@@ -9,10 +9,13 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 
-def _folder(module: object) -> Path:
-    return Path(os.path.dirname(os.path.abspath(getattr(module, "__file__"))))
+def _folder(module: ModuleType) -> Path:
+    if module.__file__ is None:  # only a namespace package has no file, and ours all have __init__.py
+        raise RuntimeError(f"{module.__name__} has no __init__.py to locate it by")
+    return Path(os.path.dirname(os.path.abspath(module.__file__)))
 
 
 def handlers_dir() -> Path:

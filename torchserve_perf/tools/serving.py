@@ -22,18 +22,14 @@ import psutil
 import requests
 
 from torchserve_perf.tools import paths
+from torchserve_perf.tools.loadgen.client import read_keys
+from torchserve_perf.tools.loadgen.ports import free_port
 
 if TYPE_CHECKING:
     from torchserve_perf.tools.loadgen import HttpSender
 
 
 TORCHSERVE = paths.console_script("torchserve")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_port_range(width: int = 32) -> int:
@@ -69,6 +65,7 @@ class TorchServe:
     process: subprocess.Popen
     env: dict
     token: dict = field(default_factory=dict)
+    grpc_inference_address: str = ""  # HOST:PORT of the gRPC inference services (Predictions; ModelInfer with OIP on)
     session: requests.Session = field(default_factory=requests.Session)
 
     # ---- requests ---------------------------------------------------------------------------
@@ -85,7 +82,7 @@ class TorchServe:
                                  headers=self._headers("inference", headers), timeout=timeout)
 
     def sender(self, model: str, body: bytes, content_type: str = "application/octet-stream",
-               timeout: float = 120.0) -> "HttpSender":
+               timeout: float = 120.0) -> HttpSender:
         """A ``send()`` for load generators: POSTs ``body`` to the model over keep-alive connections."""
         from torchserve_perf.tools.loadgen import HttpSender, Payload
 
@@ -131,7 +128,7 @@ class TorchServe:
         path = self.workdir / "key_file.json"
         if path.is_file():
             try:
-                self.token = json.loads(path.read_text())
+                self.token = read_keys(path)
             except json.JSONDecodeError:
                 pass  # still being written
 
@@ -162,7 +159,8 @@ class TorchServe:
         return found
 
     def stop(self, timeout: float = 60) -> None:
-        subprocess.run([TORCHSERVE, "--stop"], cwd=self.workdir, env=self.env, capture_output=True, timeout=timeout)
+        subprocess.run([TORCHSERVE, "--stop"], cwd=self.workdir, env=self.env, capture_output=True,  # noqa: S603
+                       timeout=timeout)  # our installed torchserve script, an argument list, no shell
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.processes():
             time.sleep(0.3)
@@ -174,7 +172,7 @@ class TorchServe:
         psutil.wait_procs(self.processes(), timeout=10)
         self.session.close()
 
-    def __enter__(self) -> "TorchServe":
+    def __enter__(self) -> TorchServe:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -214,21 +212,23 @@ def start(model_store: Path, workdir: Path, *, models: Sequence[str] = ("all",),
                 "LOG_LOCATION": str(workdir / "logs"), "METRICS_LOCATION": str(workdir / "logs"),
                 "TS_PERF_SERVER_ID": server_id}
     full_env.pop("TS_CONFIG_FILE", None)
-    command = [TORCHSERVE, "--start", "--foreground", "--ncs", "--model-store", props["model_store"],
+    command = [TORCHSERVE, "--start", "--foreground", "--ncs", "--model-store", str(props["model_store"]),
                "--ts-config", str(config)]
     if models:
         command += ["--models", *models]
     with open(workdir / "torchserve.out", "ab") as out:
-        process = subprocess.Popen(command, cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        # Our installed torchserve script with an argument list (no shell); model names are the caller's.
+        process = subprocess.Popen(command, cwd=workdir, env=full_env, stdout=out,  # noqa: S603
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     server = TorchServe(
         workdir=workdir,
         model_store=Path(model_store),
-        inference_url=props["inference_address"],
-        management_url=props["management_address"],
-        metrics_url=props["metrics_address"],
+        inference_url=str(props["inference_address"]),
+        management_url=str(props["management_address"]),
+        metrics_url=str(props["metrics_address"]),
         process=process,
         env=full_env,
+        grpc_inference_address=f"127.0.0.1:{props['grpc_inference_port']}",
     )
     try:
         server.wait_ready(ready_models, timeout=timeout)

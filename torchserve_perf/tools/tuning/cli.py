@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 from torchserve_perf.tools import paths
+from torchserve_perf.tools.argparsing import command_parser
 from torchserve_perf.tools.model_store import default_payload, find_spec
 from torchserve_perf.tools.tuning import headtohead, report
 from torchserve_perf.tools.tuning.evaluate import LoadSettings, TorchServeEvaluator, payload_digest
 from torchserve_perf.tools.tuning.objective import Aggregate, Objective
-from torchserve_perf.tools.tuning.space import (Candidate, SearchSpace, heuristic_start, host_space,
-                                                parse_optimization)
+from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, heuristic_start, host_space, parse_optimization
 from torchserve_perf.tools.tuning.state import StateMismatch, TuneState
 from torchserve_perf.tools.tuning.strategy import Budget, Pruner, Session, run
-from torchserve_perf.tools.argparsing import command_parser
 
 GRID_FRACTION = 0.30  # the tuner's default cap on distinct points, as a share of the grid
 

@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional, Sequence
 import requests
 
 from torchserve_perf.tools import serving
-from torchserve_perf.tools.model_store import ArchiveSpec, build_archive
 from torchserve_perf.tools.loadgen import closed_loop
+from torchserve_perf.tools.model_store import ArchiveSpec, build_archive
 from torchserve_perf.tools.tuning.objective import Measurement, weakest
 from torchserve_perf.tools.tuning.space import Candidate
 
@@ -108,7 +108,7 @@ class TorchServeEvaluator:
         self.reference: Optional[dict[int, float]] = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
-    def __enter__(self) -> "TorchServeEvaluator":
+    def __enter__(self) -> TorchServeEvaluator:
         shutil.rmtree(self.store, ignore_errors=True)
         self.base = build_archive(self.spec, self.store / "_base", name=self.spec.name, archive_format="no-archive",
                                   model_config=self.spec.model_config)
@@ -203,7 +203,8 @@ class TorchServeEvaluator:
         """A model folder for ``c`` in the store: the base's files linked, its own model-config.yaml."""
         import yaml
 
-        assert self.base is not None
+        if self.base is None:
+            raise RuntimeError("prepare() runs inside `with TorchServeEvaluator(...)`, which builds the base archive")
         folder = self.store / f"{self.spec.name}__{c.key}"
         if folder.exists():
             shutil.rmtree(folder)

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from torchserve_perf.tools.tuning.space import Candidate
 from torchserve_perf.tools.argparsing import command_parser
+from torchserve_perf.tools.tuning.space import Candidate
 
 QUALITY_RATIO = 0.95
 QUALITY_FRACTION = 0.30

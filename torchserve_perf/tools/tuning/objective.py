@@ -37,13 +37,13 @@ class Measurement:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Measurement":
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         known["notes"] = tuple(known.get("notes") or ())
         return cls(**known)
 
     @classmethod
-    def failure(cls, error: str, cost_s: float = 0.0) -> "Measurement":
+    def failure(cls, error: str, cost_s: float = 0.0) -> Measurement:
         nan = float("nan")
         return cls(throughput_rps=0.0, p50_ms=nan, p90_ms=nan, p99_ms=nan, cost_s=cost_s, error=error)
 

@@ -61,7 +61,7 @@ class Candidate:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Candidate":
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
         return cls(workers=int(data["workers"]), threads=int(data["threads"]), batch_size=int(data["batch_size"]),
                    max_batch_delay_ms=int(data["max_batch_delay_ms"]),
                    optimization=tuple(data.get("optimization") or ()), gpus=int(data.get("gpus", 0)))
@@ -158,10 +158,10 @@ class SearchSpace:
             if axis == "optimization":
                 continue
             for direction in (1, -1):
-                n = self.step(c, axis, direction)
-                if n is not None and n not in seen:
-                    seen.add(n)
-                    yield n
+                stepped = self.step(c, axis, direction)
+                if stepped is not None and stepped not in seen:
+                    seen.add(stepped)
+                    yield stepped
 
     # ---- description ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -170,13 +170,13 @@ class SearchSpace:
                 "optimizations": [optimization_label(o) for o in self.optimizations], "gpus": list(self.gpus)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         return cls(workers=tuple(data["workers"]), threads=tuple(data["threads"]),
                    batch_sizes=tuple(data["batch_sizes"]), delays_ms=tuple(data["delays_ms"]),
                    optimizations=tuple(parse_optimization(o) for o in data["optimizations"]),
                    gpus=tuple(data.get("gpus", (0,))))
 
-    def without_optimization(self, chain: tuple[str, ...]) -> "SearchSpace":
+    def without_optimization(self, chain: tuple[str, ...]) -> SearchSpace:
         return replace(self, optimizations=tuple(o for o in self.optimizations if o != chain))
 
 

@@ -33,7 +33,7 @@ class TuneState:
     resumed: int = 0  # entries found in the file when this run began
 
     @classmethod
-    def open(cls, path: Optional[Path], conditions: Mapping[str, Any], *, fresh: bool = False) -> "TuneState":
+    def open(cls, path: Optional[Path], conditions: Mapping[str, Any], *, fresh: bool = False) -> TuneState:
         state = cls(path=Path(path) if path else None, conditions=dict(conditions))
         if state.path is None or fresh or not state.path.is_file():
             return state

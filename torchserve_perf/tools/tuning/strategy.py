@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from torchserve_perf.tools.tuning.objective import Aggregate, Measurement, Objective, rank
 from torchserve_perf.tools.tuning.space import Candidate, SearchSpace, optimization_label
@@ -194,7 +194,7 @@ def _combine_improvements(session: Session, base: Candidate) -> Optional[Candida
             held = best_move.get(fields)
             if held is None or session.objective.better(results[n], held[1]):
                 best_move[fields] = (move, results[n])
-    chosen: dict[str, object] = {}
+    chosen: dict[str, Any] = {}  # Candidate field -> its new value, each field with its own type
     for fields in sorted(best_move, key=lambda f: session.objective.score(best_move[f][1]), reverse=True):
         if any(f in chosen for f in fields):
             continue  # overlaps a better move (split vs workers, say)

@@ -1,0 +1,1 @@
+"""A test stand-in for captum: only ``attr.IntegratedGradients`` (see ../README.md)."""

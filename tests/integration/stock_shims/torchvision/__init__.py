@@ -1,0 +1,1 @@
+"""A test stand-in for torchvision: only ``transforms`` (see ../README.md)."""

@@ -1,0 +1,198 @@
+"""int8: static post-training quantization with ONNX Runtime (QDQ, per-channel weights), gated on accuracy.
+
+The model is exported to ONNX (onnx_runtime.export), calibrated on the archive's calibration
+samples (calibration.py) by ONNX Runtime's own quantizer, and served by InferenceSessions sized
+and kept per thread count exactly like the onnxruntime plugin (so it follows elastic threads).
+Before it is kept, the held-out samples run through the fp32 model and the int8 one and the
+accuracy gate (accuracy_gate.py) must pass; otherwise the step is dropped with the measured
+agreement and the worker keeps its fp32 path.
+
+Quantizing costs seconds to minutes, so the quantized graph is written once per model, calibration
+set and host under the worker's cache dir (``int8/``; the first worker quantizes under a lock,
+the others and restarts read it). An archive may also carry a graph quantized when it was built
+(``prebuilt``): it is then used as it is, and only the gate runs at load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+import torch
+
+from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.optimizations import calibration
+from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models
+from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
+from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
+from torchserve_perf.plugins.optimizations.onnx_runtime import OnnxRuntimeModel, export, session_threads
+
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
+
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    # The calibration samples (calibration.py), relative to the worker's folder (the model's).
+    calibration: str = calibration.DEFAULT_FILE
+    holdout_every: int = 4  # every 4th sample is held out for the gate
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    # A graph quantized at archive time (torchserve-perf archive --calibration); used when present.
+    prebuilt: str = "model.int8.onnx"
+    gate: GateConfig = GateConfig()
+    max_sessions: int = 3  # sessions kept to follow elastic threads, as for onnxruntime
+    cache: bool = True  # keep the quantized graph in the worker's cache dir
+
+    def __post_init__(self) -> None:
+        if self.holdout_every < 2:
+            raise ConfigValueError("holdout_every", f"{self.holdout_every} leaves nothing to calibrate with",
+                                   "give at least 2 (every Nth sample is held out for the gate)")
+        if self.max_sessions < 1:
+            raise ConfigValueError("max_sessions", f"{self.max_sessions} is below 1", "give at least 1")
+
+
+def unavailable(model: Callable[..., Any], step: StepContext) -> Optional[str]:
+    for package in ("onnxruntime", "onnx"):
+        if importlib.util.find_spec(package) is None:
+            return f"the {package} package is not installed (pip install {package}, or torchserve-perf[onnx])"
+    if step.runtime.device.type != "cpu":
+        return f"int8 static quantization targets CPU workers, and this one runs on {step.runtime.device}"
+    options: Int8Options = step.options
+    if calibration.find(options.calibration) is None:
+        return (f"no calibration samples ({options.calibration} not found): random inputs do not calibrate a "
+                "real model. Build the archive with --calibration DIR")
+    return None
+
+
+class _Reader:
+    """ONNX Runtime's calibration data reader: one sample at a time, under the graph's input name."""
+
+    def __init__(self, name: str, samples: torch.Tensor) -> None:
+        self.name = name
+        self.rows = iter([np.ascontiguousarray(samples[i:i + 1].numpy()) for i in range(samples.shape[0])])
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        row = next(self.rows, None)
+        return None if row is None else {self.name: row}
+
+
+def quantize(proto: bytes, samples: torch.Tensor, options: Int8Options) -> bytes:
+    """The fp32 graph ``proto`` quantized to int8 (QDQ) on ``samples``; needs onnxruntime."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="ts_perf_int8_") as tmp:
+        fp32, prepared, int8 = (os.path.join(tmp, n) for n in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        Path(fp32).write_bytes(proto)
+        try:  # folds and infers shapes so more nodes quantize; a graph it cannot handle quantizes as it is
+            quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
+        except Exception as exc:
+            log.debug("int8: quantization pre-processing skipped: %s", exc)
+            prepared = fp32
+        name = onnx.load(prepared, load_external_data=False).graph.input[0].name
+        quantize_static(prepared, int8, _Reader(name, samples), quant_format=QuantFormat.QDQ,
+                        per_channel=options.per_channel, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[options.method]))
+        return Path(int8).read_bytes()
+
+
+def cache_key(model: Any, calibration_file: Path, options: Int8Options, shape: tuple[int, ...]) -> str:
+    import onnxruntime
+
+    return calibration.artefact_key(model, calibration_file, "onnxruntime", onnxruntime.__version__, options.method,
+                                    options.per_channel, options.holdout_every, list(shape))
+
+
+def quantized_graph(model: torch.nn.Module, step: StepContext, samples: calibration.CalibrationSet,
+                    found: Path) -> bytes:
+    """The prebuilt graph, the cached one, or a new one (written to the cache)."""
+    options: Int8Options = step.options
+    prebuilt = calibration.find(options.prebuilt)
+    if prebuilt is not None:
+        log.info("int8: using the graph quantized at archive time, %s", prebuilt)
+        return prebuilt.read_bytes()
+
+    def build() -> bytes:
+        return quantize(export(model, step, "torchscript", None), samples.calibrate, options)
+
+    if not (options.cache and step.runtime.cache_dir):
+        return build()
+    cache = ChoiceCache(Path(step.runtime.cache_dir) / "int8")
+    key = cache_key(model, found, options, tuple(step.example.shape[1:]))
+    path = cache.directory / f"{key}.onnx"
+    with cache.locked(key):
+        if path.is_file():
+            log.info("int8: read the quantized graph from the cache, %s", path)
+            return path.read_bytes()
+        graph = build()
+        fd, tmp = tempfile.mkstemp(dir=cache.directory, prefix=f".{key}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(graph)
+        os.replace(tmp, path)
+        return graph
+
+
+def session(graph: bytes, step: StepContext, intra_op_threads: int) -> Any:
+    """A CPU session with the worker's threads, not spinning between runs (as onnxruntime's)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, intra_op_threads)
+    options.inter_op_num_threads = max(1, step.runtime.inter_op_threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 4  # a failed run is reported by the chain, once
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def sessions(graph: bytes, step: StepContext, max_sessions: int) -> QuantizedModel:
+    """One session at the worker's threads, or one per thread count when elastic threads may raise them."""
+    runtime = step.runtime
+    first = session(graph, step, runtime.intra_op_threads)
+    if runtime.intra_op_max <= runtime.intra_op_threads:
+        return QuantizedModel(first, runtime.device)
+    counts = session_threads(runtime.intra_op_threads, runtime.intra_op_max, max_sessions)
+    by_threads = {n: first if n == runtime.intra_op_threads else session(graph, step, n) for n in counts}
+    return QuantizedModel(first, runtime.device, by_threads if len(by_threads) > 1 else None)
+
+
+class QuantizedModel(OnnxRuntimeModel):
+    """An int8 session (or one per thread count) that says what the accuracy gate measured."""
+
+    measured: dict[str, float]
+
+
+def apply(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
+    if not isinstance(model, torch.nn.Module):
+        raise Unavailable(f"cannot quantize a {type(model).__name__}; put int8 first in the chain")
+    options: Int8Options = step.options
+    found = calibration.find(options.calibration)
+    if found is None:
+        raise Unavailable(f"no calibration samples ({options.calibration} not found)")
+    samples = calibration.load(found, options.holdout_every, step.example)
+    graph = quantized_graph(model, step, samples, found)
+    runner = sessions(graph, step, options.max_sessions)
+    verdict = compare_models(model, runner, samples.holdout, options.gate)
+    if not verdict.passed:
+        raise GateRejected(verdict)
+    runner.measured = verdict.agreement.as_metrics()
+    log.info("int8: %s", verdict.reason)
+    return runner
+
+
+PLUGIN = OptimizationSpec(
+    name="int8", description="static int8 (ONNX Runtime QDQ, per-channel) calibrated on the archive's samples, "
+                             "kept only if the accuracy gate passes",
+    options_class=Int8Options, apply=apply, unavailable=unavailable, lossy=True, gated=True,
+    auto_candidates=(AutoCandidate("int8", order=45),),
+)

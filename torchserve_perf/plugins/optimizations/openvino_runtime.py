@@ -1,0 +1,229 @@
+"""openvino, openvino_bf16, openvino_int8: the model converted to OpenVINO and compiled for the CPU.
+
+- ``openvino``: fp32 (the precision hint is pinned to f32: on a CPU with bf16 OpenVINO would
+  otherwise pick bf16 on its own, which would make a lossless step lossy);
+- ``openvino_bf16``: bf16 inference precision, only where the CPU computes it natively;
+- ``openvino_int8``: NNCF post-training quantization on the archive's calibration samples, kept
+  only if the accuracy gate (accuracy_gate.py) passes on the held-out ones.
+
+A compiled model's thread count is fixed when it is compiled, so with elastic threads the worker
+compiles one per thread count (onnx_runtime.session_threads) and runs each batch on the largest
+not above torch's current count, as the onnxruntime plugin does with its sessions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+import torch
+
+from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.optimizations import calibration
+from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models
+from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
+from torchserve_perf.plugins.optimizations.autocast import hardware_support
+from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
+from torchserve_perf.plugins.optimizations.onnx_runtime import session_threads
+
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
+
+Precision = Literal["f32", "bf16"]
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    max_models: int = 3  # compiled models kept to follow elastic threads (1: the static share only)
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+
+    def __post_init__(self) -> None:
+        if self.max_models < 1:
+            raise ConfigValueError("max_models", f"{self.max_models} is below 1", "give at least 1")
+
+
+@dataclass(frozen=True)
+class OpenVinoInt8Options:
+    calibration: str = calibration.DEFAULT_FILE  # relative to the worker's folder (the model's)
+    holdout_every: int = 4
+    preset: Literal["performance", "mixed"] = "performance"  # NNCF: symmetric, or asymmetric activations
+    gate: GateConfig = GateConfig()
+    max_models: int = 3
+    cache: bool = True  # keep the quantized model in the worker's cache dir
+
+    def __post_init__(self) -> None:
+        if self.holdout_every < 2:
+            raise ConfigValueError("holdout_every", f"{self.holdout_every} leaves nothing to calibrate with",
+                                   "give at least 2 (every Nth sample is held out for the gate)")
+        if self.max_models < 1:
+            raise ConfigValueError("max_models", f"{self.max_models} is below 1", "give at least 1")
+
+
+class OpenVinoModel:
+    """Compiled models keyed by thread count, called like a module: tensors in, a tensor out."""
+
+    def __init__(self, by_threads: dict[int, Any], device: torch.device) -> None:
+        self.by_threads = sorted(by_threads.items())
+        self.device = device
+        self.measured: dict[str, float] = {}
+
+    def compiled_for(self, threads: int) -> Any:
+        chosen = self.by_threads[0][1]
+        for count, compiled in self.by_threads:
+            if count <= threads:
+                chosen = compiled
+        return chosen
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        compiled = self.compiled_for(torch.get_num_threads()) if len(self.by_threads) > 1 else self.by_threads[0][1]
+        feeds = [np.ascontiguousarray(a.detach().cpu().numpy()) for a in args]
+        results = compiled(feeds)
+        outputs = [torch.from_numpy(np.array(results[out])).to(self.device) for out in compiled.outputs]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def __repr__(self) -> str:
+        return f"OpenVinoModel(compiled for {[count for count, _ in self.by_threads]} threads)"
+
+
+def _missing(step: StepContext) -> Optional[str]:
+    if importlib.util.find_spec("openvino") is None:
+        return "the openvino package is not installed (pip install openvino, or torchserve-perf[openvino])"
+    if step.runtime.device.type != "cpu":
+        return f"the openvino plugins compile for the CPU, and this worker runs on {step.runtime.device}"
+    return None
+
+
+def convert(model: Callable[..., Any], step: StepContext) -> Any:
+    """The model as an OpenVINO model, with the dimensions that vary across warm-up inputs left dynamic."""
+    import openvino as ov
+
+    if not isinstance(model, torch.nn.Module):
+        raise Unavailable(f"cannot convert a {type(model).__name__} to OpenVINO; put it earlier in the chain")
+    dims = step.dynamic_dims
+    shape = [-1 if d in dims else int(n) for d, n in enumerate(step.example.shape)]
+    return ov.convert_model(model, example_input=step.example, input=[ov.PartialShape(shape)])
+
+
+def compile_models(ov_model: Any, step: StepContext, precision: Precision, max_models: int,
+                   hint: str = "LATENCY") -> OpenVinoModel:
+    import openvino as ov
+
+    runtime = step.runtime
+    counts: tuple[int, ...] = (max(1, runtime.intra_op_threads),)
+    if runtime.intra_op_max > runtime.intra_op_threads:
+        counts = session_threads(runtime.intra_op_threads, runtime.intra_op_max, max_models)
+    core = ov.Core()
+    compiled = {n: core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": n,
+                                                         "INFERENCE_PRECISION_HINT": precision,
+                                                         "PERFORMANCE_HINT": hint,
+                                                         "NUM_STREAMS": 1})
+                for n in counts}
+    return OpenVinoModel(compiled, runtime.device)
+
+
+def fp32_unavailable(model: Callable[..., Any], step: StepContext) -> Optional[str]:
+    return _missing(step)
+
+
+def bf16_unavailable(model: Callable[..., Any], step: StepContext) -> Optional[str]:
+    return _missing(step) or hardware_support(step.runtime.device, torch.bfloat16)
+
+
+def int8_unavailable(model: Callable[..., Any], step: StepContext) -> Optional[str]:
+    missing = _missing(step)
+    if missing:
+        return missing
+    if importlib.util.find_spec("nncf") is None:
+        return "the nncf package is not installed (pip install nncf, or torchserve-perf[openvino])"
+    options: OpenVinoInt8Options = step.options
+    if calibration.find(options.calibration) is None:
+        return (f"no calibration samples ({options.calibration} not found): random inputs do not calibrate a "
+                "real model. Build the archive with --calibration DIR")
+    return None
+
+
+def apply_fp32(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
+    options: OpenVinoOptions = step.options
+    return compile_models(convert(model, step), step, "f32", options.max_models, options.performance_hint)
+
+
+def apply_bf16(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
+    options: OpenVinoOptions = step.options
+    return compile_models(convert(model, step), step, "bf16", options.max_models, options.performance_hint)
+
+
+def quantize(ov_model: Any, samples: torch.Tensor, preset: str) -> Any:
+    """``ov_model`` quantized by NNCF on ``samples`` (one row per calibration step)."""
+    import nncf
+
+    # Its INFO lines would fill the model log. Not nncf.set_log_level: that also sets the level of
+    # every handler on its logger, which may be shared (a test runner's capture handler).
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    rows = [np.ascontiguousarray(samples[i:i + 1].numpy()) for i in range(samples.shape[0])]
+    chosen = nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return nncf.quantize(ov_model, nncf.Dataset(rows), preset=chosen, subset_size=len(rows))
+
+
+def quantized_model(model: Callable[..., Any], step: StepContext, samples: calibration.CalibrationSet,
+                    found: Path) -> Any:
+    """NNCF's int8 model, quantized once per model, calibration set and host (the worker's cache dir)."""
+    import nncf
+    import openvino as ov
+
+    options: OpenVinoInt8Options = step.options
+    if not (options.cache and step.runtime.cache_dir):
+        return quantize(convert(model, step), samples.calibrate, options.preset)
+    cache = ChoiceCache(Path(step.runtime.cache_dir) / "openvino_int8")
+    key = calibration.artefact_key(model, found, "openvino", ov.__version__, nncf.__version__, options.preset,
+                                   options.holdout_every, list(step.example.shape[1:]), step.dynamic_dims)
+    path = cache.directory / f"{key}.xml"
+    with cache.locked(key):
+        if path.is_file() and path.with_suffix(".bin").is_file():
+            return ov.Core().read_model(str(path))
+        quantized = quantize(convert(model, step), samples.calibrate, options.preset)
+        with tempfile.TemporaryDirectory(dir=cache.directory) as tmp:  # whole files appear, or none
+            staged = Path(tmp) / path.name
+            ov.save_model(quantized, str(staged), compress_to_fp16=False)
+            os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+            os.replace(staged, path)
+        return quantized
+
+
+def apply_int8(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
+    options: OpenVinoInt8Options = step.options
+    found = calibration.find(options.calibration)
+    if found is None:
+        raise Unavailable(f"no calibration samples ({options.calibration} not found)")
+    samples = calibration.load(found, options.holdout_every, step.example)
+    quantized = quantized_model(model, step, samples, found)
+    runner = compile_models(quantized, step, "f32", options.max_models)
+    verdict = compare_models(model, runner, samples.holdout, options.gate)
+    if not verdict.passed:
+        raise GateRejected(verdict)
+    runner.measured = verdict.agreement.as_metrics()
+    log.info("openvino_int8: %s", verdict.reason)
+    return runner
+
+
+PLUGINS = (
+    OptimizationSpec(name="openvino", description="OpenVINO fp32 on the CPU, compiled per thread count",
+                     options_class=OpenVinoOptions, apply=apply_fp32, unavailable=fp32_unavailable,
+                     auto_candidates=(AutoCandidate("openvino", order=42),)),
+    OptimizationSpec(name="openvino_bf16", description="OpenVINO with bf16 inference precision, where the CPU "
+                                                       "computes bf16 natively",
+                     options_class=OpenVinoOptions, apply=apply_bf16, unavailable=bf16_unavailable, lossy=True,
+                     auto_candidates=(AutoCandidate("openvino_bf16", order=62),)),
+    OptimizationSpec(name="openvino_int8", description="OpenVINO int8 (NNCF) calibrated on the archive's samples, "
+                                                       "kept only if the accuracy gate passes",
+                     options_class=OpenVinoInt8Options, apply=apply_int8, unavailable=int8_unavailable, lossy=True,
+                     gated=True,
+                     auto_candidates=(AutoCandidate("openvino_int8", order=47),)),
+)

@@ -1,0 +1,236 @@
+"""``torchserve-perf compare --zoo``: every image family of torchserve_perf/models/zoo.py, stock against ours.
+
+For each family three TorchServe servers run at once, each with the family's model and seeded
+weights: stock's BaseHandler with TorchServe's defaults, the same with one thread per worker
+(``OMP_NUM_THREADS=1``), and ours with the defaults ``torchserve-perf archive`` writes (auto
+optimizations included). The same JPEG goes to each at every concurrency, the load alternating
+between them in ``--rounds`` slices as ``compare --rounds`` does. The report has a table per
+family with the workers' resident memory, what ``auto`` chose and why, the goals judged, and where
+our handler's time goes (its per-phase metrics) when a goal is missed.
+
+    torchserve-perf compare --zoo --quick                 # a few seconds per point
+    torchserve-perf compare --zoo --families resnet50 vit_b16 --seconds 20 --rounds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools.argparsing import command_parser
+from torchserve_perf.tools.compare.goals import GoalsError, load_goals
+from torchserve_perf.tools.compare.results import SystemResult
+from torchserve_perf.tools.compare.runs import interleave, say
+from torchserve_perf.tools.compare.systems import ServerPlan, describe_model_config, start_torchserve
+from torchserve_perf.tools.compare.zoo_config import ZooConfig
+from torchserve_perf.tools.report_files import finish, write_report
+
+if TYPE_CHECKING:
+    from torchserve_perf.models.zoo import Family
+    from torchserve_perf.tools.serving import TorchServe
+
+AUTO_MARKERS = ("auto chose", "auto kept", "auto reused")  # the worker's one INFO line about auto's choice
+WORKER_MARKER = "model_service_worker"  # in the command line of TorchServe's Python workers
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> ZooConfig:
+    from torchserve_perf.models.zoo import FAMILIES
+
+    parser = command_parser("compare --zoo", description=__doc__.splitlines()[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--zoo", action="store_true", help="(selects this comparison)")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--quick", action="store_true", help="3 s per point, 2 s warm-up, 1 round")
+    parser.add_argument("--seconds", type=float, help="seconds per load point and system (default 20; 3 with --quick)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 5; 2 with --quick)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--rounds", type=int, help="slices per point, systems in turn (default 4; 1 with --quick)")
+    parser.add_argument("--out", type=Path, default=paths.results_dir("compare"))
+    parser.add_argument("--goals", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                        help="YAML files of goals to judge each family against (make compare-zoo passes the project's)")
+    args = parser.parse_args(argv)
+    try:
+        goals = tuple(goal for path in args.goals for goal in load_goals(path))  # checked before anything runs
+    except GoalsError as exc:
+        parser.error(str(exc))
+    try:
+        cfg = ZooConfig(families=tuple(args.families),
+                        seconds=args.seconds if args.seconds is not None else (3.0 if args.quick else 20.0),
+                        warmup=args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0),
+                        concurrencies=tuple(args.concurrency),
+                        rounds=args.rounds if args.rounds is not None else (1 if args.quick else 4),
+                        out=args.out.resolve(), quick=args.quick, work=Path("."), goals=goals)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return dataclasses.replace(cfg, work=Path(tempfile.mkdtemp(prefix="compare-zoo-")))
+
+
+# ---- the archives -------------------------------------------------------------------------------
+def ours_model_config() -> dict[str, Any]:
+    """What ``torchserve-perf archive --handler image`` writes on this host (auto optimizations included)."""
+    from torchserve_perf.plugins.host_defaults import auto_optimizations, detect, fill_model_config
+
+    return fill_model_config({"responseTimeout": 120, "handler": {"image": {"topk": 5},
+                                                                  "optimizations": auto_optimizations()}}, detect())
+
+
+def build_family(family: Family, store: Path) -> dict[str, ServerPlan]:
+    """The family's two archives (unpacked, so its weights are not zipped twice) and each system's plan."""
+    import torch
+
+    from torchserve_perf.models.zoo import family_state_dict
+    from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive
+
+    weights = store.parent / f"{family.name}.pt"
+    torch.save(family_state_dict(family.make), weights)
+    labels = {str(i): f"class_{i:04d}" for i in range(1000)}
+    stock_name, ours_name = f"{family.name}_stock", family.name
+    ours_config = ours_model_config()
+    source = ModelSource("eager", weights, Path(family.path))
+    # No minWorkers/batchSize: TorchServe's defaults (workers = cores, batch 1, delay 100 ms).
+    create_archive(ArchivePlan(name=stock_name, source=source, handler=paths.fixtures_dir() / "stock_image_handler.py",
+                               export_path=store, model_config={"responseTimeout": 120}, labels=labels, bundle=False,
+                               layout="folder", force=True))
+    create_archive(ArchivePlan(name=ours_name, source=source, handler=paths.handlers_dir() / "image_handler.py",
+                               export_path=store, model_config=ours_config, labels=labels, layout="folder", force=True))
+    weights.unlink()
+    return {
+        "stock_default": ServerPlan(stock_name, stock_name, "BaseHandler; TorchServe defaults: workers = cores, "
+                                                            "batch 1, no thread settings"),
+        "stock_guided": ServerPlan(stock_name, stock_name, "BaseHandler; defaults plus OMP_NUM_THREADS=1",
+                                   env={"OMP_NUM_THREADS": "1"}),
+        "ours_default": ServerPlan(ours_name, ours_name, describe_model_config(ours_config)),
+    }
+
+
+# ---- what a running server tells -------------------------------------------------------------------
+def worker_memory(server: TorchServe) -> dict[str, Any]:
+    """The resident memory of the server's Python workers (MiB), each and together."""
+    import psutil
+
+    sizes = []
+    try:
+        for child in psutil.Process(server.process.pid).children(recursive=True):
+            try:
+                if any(WORKER_MARKER in part for part in child.cmdline()):
+                    sizes.append(child.memory_info().rss / 2**20)
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return {"workers": len(sizes), "rss_mib": round(sum(sizes), 1), "per_worker_mib": [round(s, 1) for s in sizes]}
+
+
+def auto_choice(server: TorchServe) -> Optional[str]:
+    """What auto chose and why, from the workers' log: the search's own line when a worker searched,
+    else the reuse line with the reason stored in the choice cache; None when no worker said."""
+    found: dict[str, str] = {}
+    for log in sorted((server.workdir / "logs").glob("model_log*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            for marker in AUTO_MARKERS:
+                if marker in line:
+                    found[marker] = line[line.index(marker):].strip()
+    searched = found.get("auto chose") or found.get("auto kept")
+    if searched or "auto reused" not in found:
+        return searched
+    reused = found["auto reused"]
+    cache = Path(reused[reused.rfind("(") + 1:].rstrip(")"))
+    try:
+        reason = json.loads(cache.read_text()).get("reason")
+    except (OSError, ValueError, AttributeError):
+        reason = None
+    return f"{reused}; first decided as: {reason}" if reason else reused
+
+
+def phase_seconds(metrics_text: str) -> dict[str, dict[str, float]]:
+    """Our handler's per-phase histograms (sum and count over all workers) from a Prometheus scrape."""
+    from torchserve_perf.plugins.metrics import catalog
+
+    totals: dict[str, dict[str, float]] = {}
+    wanted = {f"{spec.name}_{part}": (phase, part) for phase, spec in catalog.PHASES.items()
+              for part in ("sum", "count")}
+    for line in metrics_text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in wanted and not line.startswith("#"):
+            phase, part = wanted[name]
+            try:
+                value = float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            totals.setdefault(phase, {"sum": 0.0, "count": 0.0})[part] += value
+    return totals
+
+
+# ---- one family -----------------------------------------------------------------------------------
+def _start(key: str, plan: ServerPlan, store: Path, work: Path) -> tuple[SystemResult, Optional[TorchServe]]:
+    began = time.perf_counter()
+    try:
+        server = start_torchserve(key, plan, store, work)
+    except Exception as exc:  # the report says what failed and goes on with the other systems
+        return SystemResult(key, plan.settings, error=f"server did not start: {exc}".splitlines()[0]), None
+    return SystemResult(key, plan.settings, startup_s=round(time.perf_counter() - began, 1)), server
+
+
+def run_family(family: Family, cfg: ZooConfig, payload: loadgen.Payload) -> dict[str, Any]:
+    """The family's three servers up at once, the load interleaved; results, memory, auto, phases."""
+    store = cfg.work / family.name / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(paths.metrics_yaml(), store / "metrics.yaml")  # our per-phase metrics on every server
+    say(f"\n=== {family.name}: {family.description}")
+    plans = build_family(family, store)
+    results: dict[str, SystemResult] = {}
+    servers: dict[str, TorchServe] = {}
+    senders: dict[str, Callable[[], int]] = {}
+    memory: dict[str, dict] = {}
+    try:
+        for key, plan in plans.items():
+            results[key], server = _start(key, plan, store, cfg.work / family.name)
+            say(f"[{key}] {plan.settings}: " + (results[key].error or f"up in {results[key].startup_s} s"))
+            if server is None:
+                continue
+            servers[key] = server
+            send = server.sender(plan.model, payload.body, payload.content_type)
+            status = send()
+            if status != 200:
+                results[key] = dataclasses.replace(results[key], error=f"first request answered {status}")
+                continue
+            senders[key] = send
+        for warm in senders.values():
+            if cfg.warmup > 0:
+                loadgen.closed_loop(warm, max(cfg.concurrencies), duration=cfg.warmup)
+        for (key, c), pieces in interleave(senders, cfg.compare_config()).items():
+            results[key].runs[c] = loadgen.merge(pieces).summary()
+        memory = {key: worker_memory(server) for key, server in servers.items()}
+        ours = servers.get("ours_default")
+        auto = auto_choice(ours) if ours is not None else None
+        phases = phase_seconds(ours.scrape()) if ours is not None else {}
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {"family": family.name, "description": family.description, "parameters": family.published_parameters,
+            "systems": {k: r.as_dict() for k, r in results.items()}, "results": results, "memory": memory,
+            "auto": auto, "phases": phases}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from torchserve_perf.models.zoo import find_family
+    from torchserve_perf.tools.compare.zoo_report import build_zoo_report, render_zoo
+
+    cfg = parse_args(argv)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    payload = loadgen.Payload(loadgen.sample_image(), "image/jpeg", "sample.jpg")
+    began = time.perf_counter()
+    families = [run_family(find_family(name), cfg, payload) for name in cfg.families]
+    command = "torchserve-perf compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = build_zoo_report(cfg, families, command=command, wall_s=round(time.perf_counter() - began, 1),
+                              goals=cfg.goals)
+    write_report(cfg.out, "zoo", report, render_zoo(report))
+    return finish(cfg.work, ", ".join(f"{f['family']}/{k}" for f in families for k, r in f["results"].items() if r.error))
