@@ -41,7 +41,7 @@ setup(
         "tools": ["torch-tb-profiler", "tensorboard", "prometheus_client", "litserve"],
         # A v2 (Open Inference Protocol) client and offline Kubernetes manifest checks (docs/kubernetes.md).
         "kubernetes": ["tritonclient[http]", "kubernetes-validate"],
-        # The fuzzer (tests/test_fuzz.py, make fuzz) and the dependency audit (make audit).
+        # The fuzzer (tests/e2e/test_fuzz.py, make fuzz) and the dependency audit (make audit).
         "reliability": ["hypothesis", "pip-audit"],
         # gRPC clients for bench --protocol grpc|v2-grpc and compare --transports (docs/transports.md).
         "grpc": ["grpcio", "grpcio-tools"],

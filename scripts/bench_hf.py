@@ -168,7 +168,7 @@ def served(folder: Path, texts: list[str], tmp: Path, clients: list[int], second
     results: dict[str, Any] = {}
     try:
         payloads = [Payload(t.encode(), "text/plain", "text") for t in texts]
-        token = server.token.get("inference", {}).get("key")
+        token = server.key()
         senders = {name: HttpSender(f"{server.inference_url}/predictions/{name}", payloads, token=token, timeout=300)
                    for name in models}
         runs: dict[str, dict[int, dict[str, float]]] = {name: {} for name in models}

@@ -142,7 +142,7 @@ def served(server: serving.TorchServe, store: Path, bench: Bench, chain: str, se
         return {"error": f"registration failed: {registered.status_code} {registered.text[:300]}"}
     try:
         sender = loadgen.HttpSender(f"{server.inference_url}/predictions/{name}", bench.payloads,
-                                    token=server.token.get("inference", {}).get("key"))
+                                    token=server.key())
         loadgen.closed_loop(sender, concurrency, duration=min(2.0, seconds))  # warm connections and batching
         result = loadgen.closed_loop(sender, concurrency, duration=seconds)
         sender.close()

@@ -5,7 +5,7 @@ In one run, on one real TorchServe (token auth, loopback):
   * ``resnet18``: our image handler with the default thread policy (2 workers -> physical cores / 2
     intra-op threads each, inter-op 1), batchSize 4, maxBatchDelay --delay-ms;
   * ``resnet18_stock``: the same model and model-config behind TorchServe's own BaseHandler
-    (scripts/fixtures/), which sets no thread counts (each worker uses every core);
+    (torchserve_perf/fixtures/), which sets no thread counts (each worker uses every core);
 each driven by a closed loop of JPEG requests at every --clients level, one model at a time.
 It prints req/s, p50/p99 and ours/stock ratios, and an in-process breakdown measured in the same
 run (image preprocess per request, forward per image at batch 1/2/4 with the policy's threads) to

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from tests.conftest import class_from_file
 from torchserve_perf.tools import archive
 
 PLAIN = '''import torch
@@ -28,12 +28,7 @@ class Plain(nn.Module):
 def plain_class(folder: Path) -> Any:
     """``Plain``, from PLAIN written to ``folder/plain.py`` (the file the archives are built from)."""
     (folder / "plain.py").write_text(PLAIN)
-    spec = importlib.util.spec_from_file_location("plain", folder / "plain.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Plain
-
+    return class_from_file(folder / "plain.py", "Plain")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.archive_fixtures import EAGER, _error, plain_class  # noqa: F401
+from tests.archive_fixtures import EAGER, _error
 from torchserve_perf.plugins.host_defaults import auto_optimizations
 from torchserve_perf.tools import archive
 from torchserve_perf.tools.archive.build import archiver_command

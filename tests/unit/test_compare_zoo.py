@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from torchserve_perf.tools.compare.analysis import defaults_ratios
 from torchserve_perf.tools.compare.goals import load_goals
 from torchserve_perf.tools.compare.results import SystemResult
 from torchserve_perf.tools.compare.zoo import auto_choice, parse_args, phase_seconds
 from torchserve_perf.tools.compare.zoo_config import ZooConfig
-from torchserve_perf.tools.compare.zoo_report import build_zoo_report, family_ratios, phase_shares, render_zoo
+from torchserve_perf.tools.compare.zoo_report import build_zoo_report, phase_shares, render_zoo
 
 SCRAPE = """# HELP ts_perf_inference_seconds time in the model for one batch
 ts_perf_inference_seconds_sum{WorkerName="W-1",ModelName="m",Level="Model"} 3.0
@@ -79,7 +80,7 @@ def test_report_judges_every_family_and_names_phases_when_short(tmp_path: Path) 
         "stock_guided": SystemResult("stock_guided", "1 thread", runs={1: run(8, 120), 4: run(10, 420)}),
         "ours_default": SystemResult("ours_default", "ours", runs={1: run(11, 90), 4: run(12, 380)}),
     }
-    assert family_ratios(results, (1, 4))["stock_guided"]["4"] == {"throughput": 1.2, "p99": 0.9}
+    assert defaults_ratios(results, (1, 4))["stock_guided"]["4"] == {"throughput": 1.2, "p99": 0.9}
     family = {"family": "resnet50", "description": "ResNet-50", "parameters": 25_557_032,
               "systems": {k: r.as_dict() for k, r in results.items()}, "results": results,
               "memory": {"ours_default": {"workers": 2, "rss_mib": 600.0, "per_worker_mib": [300.0, 300.0]}},

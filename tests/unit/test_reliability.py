@@ -311,10 +311,26 @@ def test_write_server_config_sets_max_request_size(tmp_path):
 
 
 # ---- safe defaults -------------------------------------------------------------------------------
-# No eval/exec, no shell commands and no binding to every interface: ruff's S rules in `make lint`.
+# No eval/exec and no shell commands: ruff's S rules in `make lint`. Those rules see a bare "0.0.0.0"
+# but not one inside a URL or a properties line, nor token auth switched off: that stays a test.
 def python_sources() -> list[Path]:
     return sorted(p for root in ("torchserve_perf", "scripts") for p in (REPO / root).rglob("*.py")
                   if "__pycache__" not in p.parts)
+
+
+def test_servers_and_apps_listen_on_loopback_with_token_auth():
+    offenders = []
+    for path in python_sources():
+        text = path.read_text()
+        if path.relative_to(REPO).as_posix() == "torchserve_perf/tools/archive/kserve.py":
+            # --layout kserve: inside a pod, the Service and KServe's runtime must reach these two ports
+            text = text.replace('"http://0.0.0.0:8085"', '"in-pod:8085"').replace('"http://0.0.0.0:8082"', '"in-pod:8082"')
+        for match in re.finditer(r"(0\.0\.0\.0|disable_token_authorization\W+true|enable_token_auth\S*\s*false)", text,
+                                 re.IGNORECASE):
+            offenders.append(f"{path.relative_to(REPO)}: {match.group(0)}")
+    assert not offenders, offenders
+    litserve = (REPO / "torchserve_perf" / "fixtures" / "litserve_app.py").read_text()
+    assert "127.0.0.1" in litserve or "localhost" in litserve
 
 
 def test_models_load_with_weights_only():

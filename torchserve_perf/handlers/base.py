@@ -135,7 +135,8 @@ class PerfHandler(BaseHandler, Generic[OptionsT]):
         # The fallback and self.model read the eager model back from the archive if they ever need it.
         self.model = eager_release.release(self.runner, self.model, self.optimization.applied,
                                            functools.partial(self.reload_eager, context), self.worker.name)
-        meter.mark("eager model released", collect=True)
+        # A full collection costs about half a second: only worth it when the eager model was dropped.
+        meter.mark("eager model released", collect=isinstance(self.model, eager_release.ReloadableEager))
         self.metrics = WorkerMetrics(self.settings.metrics, self.worker, context.metrics)
         self.profiler = BatchProfiler(self.settings.profiler, self.worker, on_trace_written=self.metrics.trace_written)
         self.threads_observer = elastic.ElasticObserver(self.elastic, self.metrics.batch_threads)

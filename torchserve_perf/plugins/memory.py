@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -29,17 +30,23 @@ BEFORE_LOAD = "process before load"  # the interpreter, torch, ONNX Runtime and 
 REST = "rest"
 
 
+@functools.cache
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, looked up once: ``find_library`` may run ``ldconfig`` in a subprocess."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None)
+    except OSError:
+        return None
+
+
 def return_freed_heap() -> None:
     """Ask glibc to give freed heap pages back to the system (no-op elsewhere). Takes milliseconds,
     where a full garbage collection takes about half a second in a worker: callers that drop objects
     held in reference cycles collect first themselves."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-    except OSError:
-        return
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
 

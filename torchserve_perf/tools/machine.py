@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +16,8 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def describe() -> dict:
+    """The machine as every report records it: cores, CPU model and Python version."""
+    return {"cores": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()}

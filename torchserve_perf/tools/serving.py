@@ -69,9 +69,13 @@ class TorchServe:
     session: requests.Session = field(default_factory=requests.Session)
 
     # ---- requests ---------------------------------------------------------------------------
+    def key(self, api: str = "inference") -> Optional[str]:
+        """The key this server made for ``api`` (inference or management); None without token auth."""
+        return self.token.get(api, {}).get("key")
+
     def _headers(self, api: str, extra: Optional[Mapping[str, str]] = None) -> dict:
         headers = dict(extra or {})
-        key = self.token.get(api, {}).get("key")
+        key = self.key(api)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -87,7 +91,7 @@ class TorchServe:
         from torchserve_perf.tools.loadgen import HttpSender, Payload
 
         return HttpSender(f"{self.inference_url}/predictions/{model}", [Payload(body, content_type, model)],
-                          token=self.token.get("inference", {}).get("key"), timeout=timeout)
+                          token=self.key(), timeout=timeout)
 
     def manage(self, method: str, path: str, timeout: float = 300, **params: Any) -> requests.Response:
         return self.session.request(method, f"{self.management_url}/{path.lstrip('/')}", params=params or None,

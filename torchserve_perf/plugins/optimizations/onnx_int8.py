@@ -31,7 +31,13 @@ from torchserve_perf.plugins.optimizations import calibration
 from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
-from torchserve_perf.plugins.optimizations.onnx_runtime import OnnxRuntimeModel, export, session_threads
+from torchserve_perf.plugins.optimizations.onnx_runtime import (
+    OnnxRuntimeModel,
+    OnnxRuntimeOptions,
+    elastic_sessions,
+    export,
+    make_session,
+)
 
 log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
@@ -141,29 +147,14 @@ def quantized_graph(model: torch.nn.Module, step: StepContext, samples: calibrat
         return graph
 
 
-def session(graph: bytes, step: StepContext, intra_op_threads: int) -> Any:
-    """A CPU session with the worker's threads, not spinning between runs (as onnxruntime's)."""
+def sessions(graph: bytes, step: StepContext, max_sessions: int) -> QuantizedModel:
+    """One session at the worker's threads, or one per thread count when elastic threads may raise
+    them: built as the onnxruntime plugin builds its own, each session with its own weights and arena."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, intra_op_threads)
-    options.inter_op_num_threads = max(1, step.runtime.inter_op_threads)
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 4  # a failed run is reported by the chain, once
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-
-def sessions(graph: bytes, step: StepContext, max_sessions: int) -> QuantizedModel:
-    """One session at the worker's threads, or one per thread count when elastic threads may raise them."""
-    runtime = step.runtime
-    first = session(graph, step, runtime.intra_op_threads)
-    if runtime.intra_op_max <= runtime.intra_op_threads:
-        return QuantizedModel(first, runtime.device)
-    counts = session_threads(runtime.intra_op_threads, runtime.intra_op_max, max_sessions)
-    by_threads = {n: first if n == runtime.intra_op_threads else session(graph, step, n) for n in counts}
-    return QuantizedModel(first, runtime.device, by_threads if len(by_threads) > 1 else None)
+    options = OnnxRuntimeOptions(max_sessions=max_sessions, share_weights=False, shared_arena=False)
+    first = make_session(graph, options, step, ort, step.runtime.intra_op_threads)
+    return QuantizedModel(first, step.runtime.device, elastic_sessions(graph, first, options, step, ort))
 
 
 class QuantizedModel(OnnxRuntimeModel):

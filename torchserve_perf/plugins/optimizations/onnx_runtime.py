@@ -20,7 +20,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from torchserve_perf.plugins.optimizations.interface import AutoCandidate, Optim
 from torchserve_perf.plugins.optimizations.ort_shared_weights import SharedWeights, prepare, register_shared_arena
 
 log = logging.getLogger("torchserve_perf.plugins.optimizations")
+T = TypeVar("T")
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
@@ -62,6 +63,16 @@ class OnnxRuntimeOptions:
         if self.max_sessions < 1:
             raise ConfigValueError("max_sessions", f"{self.max_sessions} is below 1",
                                    "give at least 1 (1: one session at the worker's static thread share)")
+
+
+def for_threads(by_threads: Sequence[tuple[int, T]], threads: int) -> T:
+    """The entry made for the largest thread count not above ``threads`` (the smallest when all are
+    above): ``by_threads`` is sorted by count, as the runners of every thread-following runtime keep it."""
+    chosen = by_threads[0][1]
+    for count, entry in by_threads:
+        if count <= threads:
+            chosen = entry
+    return chosen
 
 
 def session_threads(floor: int, ceiling: int, max_sessions: int) -> tuple[int, ...]:
@@ -97,11 +108,7 @@ class OnnxRuntimeModel:
         self.output_names = [o.name for o in session.get_outputs()]
 
     def session_for(self, threads: int) -> Any:
-        chosen = self.by_threads[0][1] if self.by_threads else self.session
-        for count, session in self.by_threads:
-            if count <= threads:
-                chosen = session
-        return chosen
+        return for_threads(self.by_threads, threads) if self.by_threads else self.session
 
     def __call__(self, *args: torch.Tensor) -> Any:
         return self.run(self.session_for(torch.get_num_threads()) if len(self.by_threads) > 1 else self.session, *args)
@@ -237,9 +244,9 @@ def _runner(exported: Exported, options: OnnxRuntimeOptions, step: StepContext, 
 def _sessions(exported: Exported, options: OnnxRuntimeOptions, step: StepContext, ort: Any,
               shared: Optional[SharedWeights]) -> OnnxRuntimeModel:
     source: bytes | str = shared.graph_path if shared is not None else exported()
-    session = _session(source, options, step, ort, step.runtime.intra_op_threads, shared)
+    session = make_session(source, options, step, ort, step.runtime.intra_op_threads, shared)
     return OnnxRuntimeModel(session, step.runtime.device,
-                            _elastic_sessions(source, session, options, step, ort, shared), shared)
+                            elastic_sessions(source, session, options, step, ort, shared), shared)
 
 
 def _shared_weights(exported: Exported, options: OnnxRuntimeOptions, step: StepContext,
@@ -264,7 +271,7 @@ def _shared_weights(exported: Exported, options: OnnxRuntimeOptions, step: StepC
         return None
 
 
-def _elastic_sessions(proto: bytes | str, session: Any, options: OnnxRuntimeOptions, step: StepContext,
+def elastic_sessions(proto: bytes | str, session: Any, options: OnnxRuntimeOptions, step: StepContext,
                       ort: Any, shared: Optional[SharedWeights] = None) -> Optional[dict[int, Any]]:
     """Sessions per thread count when elastic threads may raise the worker's threads; else None."""
     runtime = step.runtime
@@ -273,11 +280,11 @@ def _elastic_sessions(proto: bytes | str, session: Any, options: OnnxRuntimeOpti
     counts = session_threads(runtime.intra_op_threads, runtime.intra_op_max, options.max_sessions)
     if len(counts) < 2:
         return None
-    return {n: session if n == runtime.intra_op_threads else _session(proto, options, step, ort, n, shared)
+    return {n: session if n == runtime.intra_op_threads else make_session(proto, options, step, ort, n, shared)
             for n in counts}
 
 
-def _session(proto: bytes | str, options: OnnxRuntimeOptions, step: StepContext, ort: Any, intra_op_threads: int,
+def make_session(proto: bytes | str, options: OnnxRuntimeOptions, step: StepContext, ort: Any, intra_op_threads: int,
              shared: Optional[SharedWeights] = None) -> Any:
     """A session on ``proto`` (the model's bytes, or the path of the graph saved with ``shared``)."""
     session_options = ort.SessionOptions()

@@ -32,7 +32,7 @@ from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, Gate
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
-from torchserve_perf.plugins.optimizations.onnx_runtime import session_threads
+from torchserve_perf.plugins.optimizations.onnx_runtime import for_threads, session_threads
 
 log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
@@ -75,11 +75,7 @@ class OpenVinoModel:
         self.measured: dict[str, float] = {}
 
     def compiled_for(self, threads: int) -> Any:
-        chosen = self.by_threads[0][1]
-        for count, compiled in self.by_threads:
-            if count <= threads:
-                chosen = compiled
-        return chosen
+        return for_threads(self.by_threads, threads)
 
     def __call__(self, *args: torch.Tensor) -> Any:
         compiled = self.compiled_for(torch.get_num_threads()) if len(self.by_threads) > 1 else self.by_threads[0][1]

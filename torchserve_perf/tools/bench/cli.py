@@ -219,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         server = start_server(args.model_store, args.out, archives, [args.model], progress,
                               properties=server_properties(args.protocol))
-        url, token = server.inference_url, server.token.get("inference", {}).get("key")
+        url, token = server.inference_url, server.key()
         grpc_address = server.grpc_inference_address
         target = {"kind": "torchserve started by bench", "url": url, "model_store": str(args.model_store),
                   "archives": archives, "server_dir": str(server_dir(args.out))}

@@ -29,7 +29,7 @@ def run_suite(suite: Suite, out: Path, payloads: dict[str, list[Payload]], token
                              "build it with torchserve-perf archive or set archive: per model")
         server = start_server(target.model_store, out, [f"{m.name}={a}" for m, a in zip(suite.models, archives)],
                               [m.name for m in suite.models], progress)
-        url, token = server.inference_url, server.token.get("inference", {}).get("key")
+        url, token = server.inference_url, server.key()
         described = {"kind": "torchserve started by bench --suite", "url": url,
                      "model_store": str(target.model_store), "server_dir": str(server_dir(out))}
     else:

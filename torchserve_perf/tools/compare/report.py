@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import platform
 from typing import Any, Optional, Sequence
 
 from torchserve_perf.tools import machine, worker_memory
@@ -27,7 +25,7 @@ def build_report(cfg: CompareConfig, *, payload: Payload, tuned: dict, tuned_sou
     """Everything measured, the ratios and the rows of ``goals``; what ``report.json`` holds."""
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "cpu": machine.cpu_name(), "python": platform.python_version()},
+        "machine": machine.describe(),
         "quick": cfg.quick, "seconds": cfg.seconds, "warmup": cfg.warmup, "concurrencies": list(cfg.concurrencies),
         "payload": {"name": payload.name, "bytes": len(payload.body), "content_type": payload.content_type},
         "tuned": tuned, "tuned_source": tuned_source,

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import platform
 from typing import Any, Mapping, Sequence
 
 from torchserve_perf.tools import machine
-from torchserve_perf.tools.compare.analysis import metric, number, ratio
+from torchserve_perf.tools.compare.analysis import defaults_ratios, number
 from torchserve_perf.tools.compare.config import TITLES
 from torchserve_perf.tools.compare.goals import Goal, evaluate
-from torchserve_perf.tools.compare.results import SystemResult
 from torchserve_perf.tools.compare.zoo_config import ZooConfig
-
-
-# The bar every family is held to: ours with its defaults against stock, side by side in one run.
-def family_ratios(results: Mapping[str, SystemResult], concurrencies: Sequence[int]) -> dict[str, dict]:
-    """Ours' throughput and p99 as ratios of each stock system, per concurrency."""
-    out: dict[str, dict] = {}
-    for other in ("stock_default", "stock_guided"):
-        out[other] = {str(c): {"throughput": ratio(metric(results, "ours_default", c, "throughput_rps"),
-                                                   metric(results, other, c, "throughput_rps")),
-                               "p99": ratio(metric(results, "ours_default", c, "p99_ms"),
-                                            metric(results, other, c, "p99_ms"))} for c in concurrencies}
-    return out
 
 
 def phase_shares(phases: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
@@ -42,12 +27,12 @@ def build_zoo_report(cfg: ZooConfig, families: Sequence[Mapping[str, Any]], *, c
         results = family["results"]
         judged = evaluate(goals, results, None, cfg.concurrencies)
         rows.append({key: family[key] for key in ("family", "description", "parameters", "systems", "memory", "auto")}
-                    | {"ratios": family_ratios(results, cfg.concurrencies), "goals": judged,
+                    | {"ratios": defaults_ratios(results, cfg.concurrencies), "goals": judged,
                        "met": all(g["passed"] for g in judged) if judged else None,
                        "phases": phase_shares(family["phases"])})
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "cpu": machine.cpu_name(), "python": platform.python_version()},
+        "machine": machine.describe(),
         "quick": cfg.quick, "seconds": cfg.seconds, "warmup": cfg.warmup, "rounds": cfg.rounds,
         "concurrencies": list(cfg.concurrencies), "families": rows, "command": command, "wall_s": wall_s,
     }

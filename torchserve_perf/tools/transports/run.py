@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -82,7 +80,7 @@ def run(cfg: TransportsConfig, rounds: int = 1, progress: Optional[ProgressFn] =
                            ready_models=[w.model for w in workloads.values()], properties=properties)
     results: dict[str, dict] = {}
     try:
-        token = server.token.get("inference", {}).get("key")
+        token = server.key()
         for key, workload in workloads.items():
             if progress:
                 progress(f"\n[{key}] {workload.description}")
@@ -98,7 +96,7 @@ def run(cfg: TransportsConfig, rounds: int = 1, progress: Optional[ProgressFn] =
         server.stop()
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "cpu": machine.cpu_name(), "python": platform.python_version()},
+        "machine": machine.describe(),
         "protocols": list(cfg.protocols), "concurrencies": list(cfg.concurrencies),
         "seconds": cfg.seconds, "warmup": cfg.warmup, "rounds": rounds, "quick": cfg.quick,
         "workloads": results,
