@@ -173,3 +173,15 @@ bench-elastic: $(STAMP)
 COMPARE_ZOO_ARGS ?=
 compare-zoo: $(STAMP)
 	$(TSP) compare --zoo --goals $(GOALS)/zoo.yaml --out results/compare-zoo $(COMPARE_ZOO_ARGS)
+
+# int8 served (docs/int8.md): shipped defaults plus `archive --calibration` (64 seeded synthetic JPEGs)
+# beside ours without it and both stock settings, at 1, 4 and 8 clients, all servers up at once and the
+# load in turns; ResNet-18 by `compare`, ResNet-50 by `compare --zoo --int8`, each judged against its
+# goals file. COMPARE_INT8_ARGS="--quick" checks it works.
+.PHONY: compare-int8
+COMPARE_INT8_ARGS ?= --seconds 20 --rounds 2
+compare-int8: $(STAMP)
+	$(TSP) compare --systems stock_default stock_guided ours_default ours_int8 --concurrency 1 4 8 \
+		--goals $(GOALS)/int8-resnet18.yaml --out results/compare-int8/resnet18 $(COMPARE_INT8_ARGS)
+	$(TSP) compare --zoo --int8 --families resnet50 --goals $(GOALS)/int8-resnet50.yaml \
+		--out results/compare-int8/resnet50 $(COMPARE_INT8_ARGS)

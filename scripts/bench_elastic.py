@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Measurements beside the compare table: what elastic threads cost per batch, and how
 long a ResNet-18 worker takes to load with optimizations on, cold (auto searches) and warm (a
-worker restarted by TorchServe after SIGKILL reads auto's cached choice).
+worker restarted by TorchServe after SIGKILL reads auto's cached choice): the shipped archive, and
+the same built with ``--calibration`` (64 synthetic JPEGs), where auto may keep a gated int8 path.
 
     .venv/bin/python scripts/bench_elastic.py [--out results/bench-elastic]   # about a minute
 
@@ -26,9 +27,12 @@ import torch
 
 from torchserve_perf.plugins.elastic import BusyBoard, ElasticThreads, RunnableProbe, board_path
 from torchserve_perf.tools import paths, serving
+from torchserve_perf.tools.calibration_images import write_jpegs
 from torchserve_perf.tools.model_store import build_archive, default_specs, write_server_config
 
-LOAD_LINE = re.compile(r"(W-\d+-resnet18_1\.0).*optimizations for resnet18: applied (.*?); load ([\d.]+) s")
+
+def load_line(name: str) -> re.Pattern:
+    return re.compile(rf"(W-\d+-{name}_1\.0).*optimizations for {name}: applied (.*?); load ([\d.]+) s")
 
 
 def per_batch_cost(rounds: int = 20000) -> dict:
@@ -60,31 +64,33 @@ def per_batch_cost(rounds: int = 20000) -> dict:
             "begin_end_us": round(begin_end_us, 2)}
 
 
-def load_times(out: Path) -> dict:
+def load_times(name: str, calibrated: bool) -> dict:
     """Cold start of two workers, then one worker killed and restarted by TorchServe (warm)."""
     work = Path(tempfile.mkdtemp(prefix="bench-elastic-"))
     store = work / "store"
-    build_archive(default_specs()[0], store)
+    build_archive(default_specs()[0], store, name=name,
+                  calibration=write_jpegs(work / "calibration") if calibrated else None)
     write_server_config(store)
     env = {"XDG_CACHE_HOME": str(work / "cache")}
+    line = load_line(name)
     began = time.perf_counter()
-    server = serving.start(store, work / "server", models=["resnet18=resnet18.mar"], ready_models=["resnet18"],
+    server = serving.start(store, work / "server", models=[f"{name}={name}.mar"], ready_models=[name],
                            env=env, timeout=600)
     cold_ready_s = time.perf_counter() - began
     try:
-        cold = LOAD_LINE.findall(server.read_log())
-        workers = server.manage("GET", "models/resnet18").json()[0]["workers"]
+        cold = line.findall(server.read_log())
+        workers = server.manage("GET", f"models/{name}").json()[0]["workers"]
         victim = int(workers[0]["pid"])
         os.kill(victim, signal.SIGKILL)
         began = time.perf_counter()
         deadline = began + 300
         time.sleep(1.0)
         while time.perf_counter() < deadline:
-            if server.workers_ready("resnet18") and len(LOAD_LINE.findall(server.read_log())) > len(cold):
+            if server.workers_ready(name) and len(line.findall(server.read_log())) > len(cold):
                 break
             time.sleep(0.2)
         warm_ready_s = time.perf_counter() - began
-        lines = LOAD_LINE.findall(server.read_log())
+        lines = line.findall(server.read_log())
         reused = "auto reused its cached choice" in server.read_log()
     finally:
         server.stop()
@@ -104,12 +110,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"per batch: board enter/leave + host probe {report['per_batch']['board_and_probe_us']} us; "
           f"elastic begin/end {report['per_batch']['begin_end_us']} us; a torch.set_num_threads switch "
           f"{report['per_batch']['set_num_threads_switch_us']} us", flush=True)
-    report["load"] = load_times(args.out)
-    load = report["load"]
-    print(f"ResNet-18 with optimizations on ({load['chain']}): cold worker loads {load['cold_worker_load_s']} s "
-          f"(server ready in {load['cold_server_ready_s']} s); a worker killed and restarted: load "
-          f"{load['warm_worker_load_s']} s, ready in {load['restarted_worker_ready_s']} s "
-          f"({'auto reused its cached choice' if load['warm_used_cache'] else 'NO cache hit'})")
+    for key, name, calibrated in (("load", "resnet18", False), ("load_int8", "resnet18_int8", True)):
+        report[key] = load = load_times(name, calibrated)
+        print(f"{name} with optimizations on ({load['chain']}): cold worker loads {load['cold_worker_load_s']} s "
+              f"(server ready in {load['cold_server_ready_s']} s); a worker killed and restarted: load "
+              f"{load['warm_worker_load_s']} s, ready in {load['restarted_worker_ready_s']} s "
+              f"({'auto reused its cached choice' if load['warm_used_cache'] else 'NO cache hit'})", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0

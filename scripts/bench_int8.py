@@ -38,6 +38,8 @@ from torchserve_perf.models.seeded import seeded_state_dict
 from torchserve_perf.plugins.optimizations import Runtime, StepContext, standard_registry
 from torchserve_perf.plugins.optimizations import calibration as calibration_file
 from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, compare_models
+from torchserve_perf.tools import int8_accuracy
+from torchserve_perf.tools.int8_accuracy import QUANTIZERS, build_quantized, quantizer_options
 
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {"resnet18": ResNet18, "resnet50": ResNet50}
 OPEN_GATE = GateConfig(threshold=0.0, min_topk_overlap=0.0, min_samples=1)  # measure, never refuse
@@ -95,21 +97,14 @@ def build_path(name: str, model: torch.nn.Module, step: StepContext, samples: ca
         return model
     if name == "pt2e":
         return build_pt2e(model, step.example, samples.calibrate)
-    spec = registry.get(name)
-    reason = spec.unavailable(model, step)
-    if reason:
-        raise RuntimeError(reason)
-    return spec.apply(model, step)
+    return build_quantized(name, model, step, registry)
 
 
 def options_for(name: str, registry: Any, calibration: Path) -> Any:
-    spec = registry.get(name) if name in registry else None
-    if spec is None or spec.options_class is None:
-        return None
     if name in ("int8", "openvino_int8"):
-        extra = {"cache": False, "prebuilt": ""} if name == "int8" else {}
-        return spec.options_class(calibration=str(calibration), gate=OPEN_GATE, **extra)
-    return spec.options_class()
+        return quantizer_options(name, registry, calibration)
+    spec = registry.get(name) if name in registry else None
+    return spec.options_class() if spec is not None and spec.options_class is not None else None
 
 
 def bench_model(label: str, paths: list[str], args: argparse.Namespace, registry: Any) -> list[dict[str, Any]]:
@@ -148,26 +143,22 @@ def bench_model(label: str, paths: list[str], args: argparse.Namespace, registry
 
 
 def digits_accuracy(paths: list[str], registry: Any) -> dict[str, float]:
-    """Held-out accuracy of the trained digits CNN in fp32 and through each int8 path."""
-    from torchserve_perf.models.digits_training import accuracy, load_digits_data, train_digits_cnn
+    """Held-out accuracy of the trained digits CNN in fp32 and through each int8 path (PT2E here, the
+    shipped quantizers through torchserve_perf.tools.int8_accuracy)."""
+    shipped = [p for p in paths if p in QUANTIZERS]
+    found = {k: v for k, v in int8_accuracy.digits_accuracy(shipped, registry).items() if isinstance(v, float)}
+    if "pt2e" in paths:
+        from torchserve_perf.models.digits_training import accuracy, load_digits_data, train_digits_cnn
 
-    data = load_digits_data()
-    model = train_digits_cnn(data)
-    runtime = Runtime(device=torch.device("cpu"), intra_op_threads=1, inter_op_threads=1)
-    example = data.test_x[:2]
-    found = {"fp32": accuracy(model, data.test_x, data.test_y)}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = calibration_file.save(data.train_x[:256], Path(tmp) / "calibration.pt")
-        samples = calibration_file.load(path, 4, example)
-        for name in paths:
-            step = StepContext(runtime=runtime, options=options_for(name, registry, path),
-                               inputs=(example[:1], example), example=example)
+        data = load_digits_data()
+        model = train_digits_cnn(data)
+        example = data.test_x[:2]
+        with tempfile.TemporaryDirectory() as tmp:
+            samples = calibration_file.load(calibration_file.save(data.train_x[:256], Path(tmp) / "c.pt"), 4, example)
             try:
-                built = build_path(name, model, step, samples, registry)
-                found[name] = accuracy(built, data.test_x, data.test_y)
+                found["pt2e"] = accuracy(build_pt2e(model, example, samples.calibrate), data.test_x, data.test_y)
             except Exception as exc:  # PT2E's compiled graph may refuse a batch size it was not built for
-                print(f"digits {name}: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
-                      flush=True)
+                print(f"digits pt2e: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})", flush=True)
     return found
 
 

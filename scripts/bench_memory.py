@@ -6,10 +6,15 @@ with 2 workers, after --seconds at --clients closed-loop clients:
   * ``stock``: the model behind TorchServe's own BaseHandler, one thread per worker (OMP_NUM_THREADS=1);
   * ``ours``: our archive as shipped (``auto`` picks the runtime);
   * ``ours_ort_copies``: ONNX Runtime, each session with its own weights and arena (as before sharing);
-  * ``ours_ort_shared``: ONNX Runtime with its defaults (sessions share weights and arena).
+  * ``ours_ort_shared``: ONNX Runtime with its defaults (sessions share weights and arena);
+  * ``ours_int8``: our archive as shipped plus ``--calibration`` (64 synthetic JPEGs): auto may keep int8.
 It prints each worker's RSS, PSS and USS and the breakdown our workers log at load, then, in this
 process, the ONNX Runtime sessions' cost and speed with and without sharing (timed in alternation,
 so both see the same noise) and the time to reload the eager model from its archive files.
+
+``--speed``: then stock, ours with a copy per session and ours as shipped all up at once, the load at
+1, 4 and 8 clients taken in turns (``--rounds`` slices, as ``compare --rounds`` does), so sharing's
+effect on throughput and p99 is measured side by side in one run, with each server's RSS read after.
 Results go to results/bench_memory/summary.json.
 
     .venv/bin/python scripts/bench_memory.py --quick     # checks it works end to end (~3 minutes)
@@ -34,11 +39,12 @@ import torch
 from torchserve_perf.models.resnet18 import ResNet18
 from torchserve_perf.models.seeded import seeded_state_dict
 from torchserve_perf.tools import paths, serving, worker_memory
+from torchserve_perf.tools.calibration_images import write_jpegs
 from torchserve_perf.tools.loadgen import closed_loop, sample_image
 from torchserve_perf.tools.model_store import build_archive, build_stock_archive, default_specs
 
 WORKERS = 2
-VARIANTS = ("stock", "ours", "ours_ort_copies", "ours_ort_shared")
+VARIANTS = ("stock", "ours", "ours_ort_copies", "ours_ort_shared", "ours_int8")
 
 
 def ours_config(optimizations: Optional[dict]) -> dict:
@@ -58,8 +64,10 @@ def build(store: Path) -> dict[str, dict[str, Any]]:
     build_archive(spec, store, name="ours_ort_copies", model_config=ours_config(
         {"chain": ["onnxruntime"], "onnxruntime": {"share_weights": False, "shared_arena": False}}))
     build_archive(spec, store, name="ours_ort_shared", model_config=ours_config({"chain": ["onnxruntime"]}))
+    build_archive(spec, store, name="ours_int8", model_config=ours_config(None),
+                  calibration=write_jpegs(store.parent / "calibration"))
     shutil.copy2(paths.metrics_yaml(), store / "metrics.yaml")
-    return {"stock": {"OMP_NUM_THREADS": "1"}, "ours": {}, "ours_ort_copies": {}, "ours_ort_shared": {}}
+    return {"stock": {"OMP_NUM_THREADS": "1"}, "ours": {}, "ours_ort_copies": {}, "ours_ort_shared": {}, "ours_int8": {}}
 
 
 def serve_and_measure(name: str, store: Path, work: Path, env: dict[str, str], clients: int,
@@ -77,6 +85,30 @@ def serve_and_measure(name: str, store: Path, work: Path, env: dict[str, str], c
         server.stop()
     return {"load": result.summary(), "workers": workers, "summary": worker_memory.summary(workers),
             "at_load": loaded, "optimizations": chose[-WORKERS:]}
+
+
+def speed_side_by_side(names: list[str], store: Path, work: Path, envs: dict[str, dict[str, str]],
+                       concurrencies: tuple[int, ...], seconds: float, rounds: int) -> dict[str, Any]:
+    """``names``' servers up at once, each point's load in turns; per server its runs and worker RSS."""
+    from torchserve_perf.tools.compare.runs import interleave
+    from torchserve_perf.tools.loadgen import merge
+
+    servers: dict[str, serving.TorchServe] = {}
+    try:
+        for name in names:
+            servers[name] = serving.start(store, Path(tempfile.mkdtemp(prefix=f"speed-{name}-", dir=work)),
+                                          models=[f"{name}={name}.mar"], ready_models=[name],
+                                          env={"PYTHONPATH": "", **envs[name]})
+        senders = {name: server.sender(name, sample_image()) for name, server in servers.items()}
+        for send in senders.values():
+            closed_loop(send, max(concurrencies), duration=4)
+        parts = interleave(senders, concurrencies, seconds, rounds)
+        return {name: {"runs": {str(c): merge(parts[(name, c)]).summary() for c in concurrencies},
+                       "memory": worker_memory.summary(worker_memory.server_workers(server))}
+                for name, server in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def ort_in_process(rounds: int) -> dict[str, Any]:
@@ -144,6 +176,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="servers to run, in this order (one named twice runs twice)")
     parser.add_argument("--quick", action="store_true", help="short runs, to check the script works")
+    parser.add_argument("--speed", action="store_true", help="also stock, copies and shipped side by side at 1/4/8")
+    parser.add_argument("--rounds", type=int, default=2, help="--speed: slices per point, servers in turn")
     parser.add_argument("--out", type=Path, default=paths.results_dir("bench_memory"))
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
@@ -181,8 +215,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         ratio = f"{mean / stock:.2f}x" if mean and stock else "-"
         print(f"{name:<16} {', '.join(f'{r:.0f}' for r in s['summary']['rss_mib']):<24} {ratio:>8} "
               f"{s['load']['throughput_rps']:>7.1f}")
+    speed: dict[str, Any] = {}
+    if args.speed:
+        concurrencies = (1, 4, 8)
+        print(f"\nside by side: stock, ours_ort_copies, ours up at once; {seconds:g} s per point at {concurrencies}",
+              flush=True)
+        speed = speed_side_by_side(["stock", "ours_ort_copies", "ours"], store, work, envs, concurrencies, seconds,
+                                   1 if args.quick else args.rounds)
+        print(f"\n{'server':<16} {'RSS per worker':<16} " + " ".join(f"{f'{c} clients: req/s, p99':>26}"
+                                                                     for c in concurrencies))
+        for name, result in speed.items():
+            cells = [f"{r['throughput_rps']:.1f} req/s, {r['p99_ms']:.0f} ms" for r in result["runs"].values()]
+            rss = ", ".join(f"{r:.0f}" for r in result["memory"].get("rss_mib", []))
+            print(f"{name:<16} {rss:<16} " + " ".join(f"{cell:>26}" for cell in cells))
     summary = {"machine": platform.platform(), "workers": WORKERS, "clients": args.clients, "seconds": seconds,
-               "servers": servers, "in_process": in_process, "eager_reload_s": reload_s}
+               "servers": servers, "in_process": in_process, "eager_reload_s": reload_s, "speed": speed}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(store, ignore_errors=True)

@@ -3,6 +3,7 @@ and the order of interleaved rounds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable, Optional
@@ -111,6 +112,9 @@ def test_goals_are_unknown_when_a_system_failed() -> None:
 def test_report_renders_every_system_and_goal() -> None:
     results = _results()
     results["litserve"] = SystemResult("litserve", "s", error="did not start")
+    results["ours_int8"] = dataclasses.replace(
+        _system("ours_int8", dict.fromkeys((1, 4, 8), 90.0), dict.fromkeys((1, 4, 8), 80.0)),
+        load={"auto": "auto chose openvino_int8: 9.00x eager", "agreement": {"openvino_int8": 1.0}})
     report = {
         "created": "now", "machine": {"cores": 2, "cpu": "cpu"}, "quick": False, "seconds": 20, "warmup": 5,
         "concurrencies": [1, 4, 8], "payload": {"name": "payload.jpg", "bytes": 1000}, "raw": RAW,
@@ -124,6 +128,7 @@ def test_report_renders_every_system_and_goal() -> None:
         assert title in text
     assert "**50.0** · 120 · 120" in text  # ours tuned at 4 clients: req/s · p50 · p99
     assert "failed: did not start" in text
+    assert "- ours, defaults + --calibration: auto chose openvino_int8: 9.00x eager; openvino_int8 top-1 agreement" in text
     assert "| ours tuned vs stock defaults, throughput | 4 clients | 5.00x | >= 4x | yes |" in text
     assert "compiled **55.0** img/s" in text and "Regenerate: `make compare`" in text
     json.dumps(report)
@@ -307,9 +312,7 @@ def test_interleaved_rounds_take_turns_and_rotate_the_order(tmp_path: Path, monk
         return LoadResult(concurrency=concurrency, seconds=duration, latencies=[0.1])
 
     monkeypatch.setattr(loadgen, "closed_loop", closed_loop)
-    cfg = compare.CompareConfig(6.0, 0, (1, 4), ("stock_guided", "ours_default"), tmp_path, True, False, tmp_path,
-                                tmp_path, rounds=3)
-    parts = interleave({"a": lambda: 1, "b": lambda: 2}, cfg)
+    parts = interleave({"a": lambda: 1, "b": lambda: 2}, (1, 4), 6.0, 3)
     assert [(key, c) for key, c, _ in slices] == [("a", 1), ("b", 1), ("a", 4), ("b", 4),   # round 1: a first
                                                   ("b", 1), ("a", 1), ("b", 4), ("a", 4),   # round 2: b first
                                                   ("a", 1), ("b", 1), ("a", 4), ("b", 4)]

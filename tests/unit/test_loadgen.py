@@ -204,3 +204,16 @@ def test_sample_image_is_a_decodable_jpeg() -> None:
     image = Image.open(io.BytesIO(loadgen.sample_image(320, 240)))
     assert image.format == "JPEG" and image.size == (320, 240)
 
+
+
+def test_free_ports_are_distinct_and_unbound() -> None:
+    import socket
+
+    from torchserve_perf.tools.loadgen.ports import free_ports
+
+    for _ in range(20):  # one at a time the kernel may repeat a port; held together it cannot
+        ports = free_ports(5)
+        assert len(set(ports)) == 5
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", port))  # released: a server can take it

@@ -31,10 +31,10 @@ from torchserve_perf.plugins.optimizations.registry import RESERVED
 PACKAGE = "torchserve_perf.plugins.optimizations"
 
 # auto's default candidates and the archives' candidates, in the order auto tries them.
-DEFAULT_CANDIDATES = ("channels_last", "torchscript", "channels_last+torchscript", "int8_dynamic", "onnxruntime", "openvino", "int8",
+DEFAULT_CANDIDATES = ("onnxruntime", "channels_last", "torchscript", "channels_last+torchscript", "int8_dynamic", "openvino", "int8",
                       "openvino_int8", "quantize_dynamic", "bf16", "openvino_bf16", "fp16", "ipex", "tensorrt", "compile",
                       "channels_last+compile")
-ARCHIVE_CANDIDATES = ("channels_last", "torchscript", "channels_last+torchscript", "onnxruntime")
+ARCHIVE_CANDIDATES = ("onnxruntime", "channels_last", "torchscript", "channels_last+torchscript")
 
 
 def test_the_builtins_offer_auto_its_candidates_in_order():
@@ -116,9 +116,9 @@ def test_a_new_builtin_module_is_registered_configurable_and_offered_to_auto(new
         load_settings({"handler": {"optimizations": {"halve": {"factr": 0.25}}}}, {}, registry=registry)
 
     # offered to auto, in its order, and to the archives' auto
-    assert registry.auto_candidates() == ("channels_last", "halve", "torchscript", "channels_last+torchscript",
-                                          "channels_last+halve", *DEFAULT_CANDIDATES[3:])
-    assert archive_candidates() == ("channels_last", "halve", *ARCHIVE_CANDIDATES[1:])
+    assert registry.auto_candidates() == ("onnxruntime", "channels_last", "halve", "torchscript",
+                                          "channels_last+torchscript", "channels_last+halve", *DEFAULT_CANDIDATES[4:])
+    assert archive_candidates() == ("onnxruntime", "channels_last", "halve", *ARCHIVE_CANDIDATES[2:])
 
     # and it runs as a step of a chain, with its options
     from torchserve_perf.plugins.optimizations import optimize

@@ -88,9 +88,13 @@ def default_payload(spec: ArchiveSpec) -> bytes:
 
 
 def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, name: Optional[str] = None,
-                  model_config: Optional[dict] = None, archive_format: str = "default") -> Path:
+                  model_config: Optional[dict] = None, archive_format: str = "default",
+                  calibration: Optional[Path] = None) -> Path:
     """Archive one demo model through the same path as ``torchserve-perf archive``; returns the .mar
-    (or folder, for archive_format='no-archive')."""
+    (or folder, for archive_format='no-archive'). ``calibration``: a folder of image request bodies,
+    as ``archive --calibration`` takes (the image handler only)."""
+    from torchserve_perf.tools.archive.calibration import add_calibration
+
     name = name or spec.name
     config = model_config if model_config is not None else spec.model_config
     with tempfile.TemporaryDirectory(prefix=f"weights-{name}-") as tmp:
@@ -100,6 +104,8 @@ def build_archive(spec: ArchiveSpec, export_path: Path, *, bundle: bool = True, 
                            export_path=export_path, model_config=config,
                            labels={str(i): label for i, label in enumerate(spec.labels)}, bundle=bundle,
                            layout="mar" if archive_format == "default" else "folder", force=True)
+        if calibration is not None:
+            plan = add_calibration(plan, "image", calibration, Path(tmp))
         return create_archive(plan)
 
 

@@ -23,7 +23,7 @@ import requests
 
 from torchserve_perf.tools import paths
 from torchserve_perf.tools.loadgen.client import read_keys
-from torchserve_perf.tools.loadgen.ports import free_port
+from torchserve_perf.tools.loadgen.ports import free_port, free_ports
 
 if TYPE_CHECKING:
     from torchserve_perf.tools.loadgen import HttpSender
@@ -190,7 +190,8 @@ def start(model_store: Path, workdir: Path, *, models: Sequence[str] = ("all",),
     workdir = Path(workdir).resolve()
     tmp = workdir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc_inference", "grpc_management")}
+    names = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
+    ports = dict(zip(names, free_ports(len(names))))
     props = {
         "inference_address": f"http://127.0.0.1:{ports['inference']}",
         "management_address": f"http://127.0.0.1:{ports['management']}",

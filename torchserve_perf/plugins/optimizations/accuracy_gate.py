@@ -122,6 +122,12 @@ def compare_models(reference: Callable[..., Any], candidate: Callable[..., Any],
     return judge(agreement(ref_labels, got_labels, config.topk), config)
 
 
+def gate_batch(step: Any) -> int:
+    """The rows per call a gate runs: the largest warm-up input's (the serving batch size), so the
+    runtimes size their buffers for what they will serve, not for the gate."""
+    return max(1, int(step.example.shape[0]))
+
+
 class GateRejected(Unavailable):
     """A lossy path measured and refused; ``measured`` carries what the gate saw (for the load report)."""
 

@@ -39,7 +39,7 @@ def _ratio(value: object, eager_s: float) -> str:
 def candidates(model: nn.Module, config: OptimizationConfig, reference: Reference, runtime: Runtime,
                registry: Registry) -> tuple[list[tuple[str, ...]], dict[str, str]]:
     """The chains worth trying here, and why the others are not tried. Without ``auto.candidates``:
-    the chains the registered plugins offer (their ``auto_candidates``), cheap first."""
+    the chains the registered plugins offer (their ``auto_candidates``), in their ``order``."""
     explicit = bool(config.auto.candidates)
     chains = [split_chain(c) for c in (config.auto.candidates or registry.auto_candidates())]
     kept, left_out = [], {}

@@ -28,7 +28,7 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models
+from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models, gate_batch
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
@@ -170,15 +170,17 @@ def quantize(ov_model: Any, samples: torch.Tensor, preset: str) -> Any:
 
 def quantized_model(model: Callable[..., Any], step: StepContext, samples: calibration.CalibrationSet,
                     found: Path) -> Any:
-    """NNCF's int8 model, quantized once per model, calibration set and host (the worker's cache dir)."""
-    import nncf
+    """NNCF's int8 model, quantized once per model, calibration set and host (the worker's cache dir).
+    NNCF is imported only to quantize: a worker that finds the cached model does not pay its ~20 MiB."""
+    from importlib.metadata import version
+
     import openvino as ov
 
     options: OpenVinoInt8Options = step.options
     if not (options.cache and step.runtime.cache_dir):
         return quantize(convert(model, step), samples.calibrate, options.preset)
     cache = ChoiceCache(Path(step.runtime.cache_dir) / "openvino_int8")
-    key = calibration.artefact_key(model, found, "openvino", ov.__version__, nncf.__version__, options.preset,
+    key = calibration.artefact_key(model, found, "openvino", ov.__version__, version("nncf"), options.preset,
                                    options.holdout_every, list(step.example.shape[1:]), step.dynamic_dims)
     path = cache.directory / f"{key}.xml"
     with cache.locked(key):
@@ -201,7 +203,8 @@ def apply_int8(model: Callable[..., Any], step: StepContext) -> Callable[..., An
     samples = calibration.load(found, options.holdout_every, step.example)
     quantized = quantized_model(model, step, samples, found)
     runner = compile_models(quantized, step, "f32", options.max_models)
-    verdict = compare_models(model, runner, samples.holdout, options.gate)
+    # At the serving batch size: at 16 rows the runtime would keep buffers sized for 16 (tens of MiB).
+    verdict = compare_models(model, runner, samples.holdout, options.gate, batch=gate_batch(step))
     if not verdict.passed:
         raise GateRejected(verdict)
     runner.measured = verdict.agreement.as_metrics()

@@ -10,6 +10,8 @@ Systems compared:
 3. ``stock_guided``: the same with the performance guide's one thread per worker
    (``OMP_NUM_THREADS=1`` in the server environment).
 4. ``ours_default``: our handlers with the demo archive's defaults.
+   ``ours_int8`` (only when named in ``--systems``): the same built with ``--calibration`` (64
+   seeded synthetic JPEGs), so auto may choose an int8 path that passes the accuracy gate.
 5. ``ours_tuned``: our handlers with ``results/tune/resnet18/best.json`` (torchserve-perf tune), or a
    documented fallback when there is none.
 6. ``litserve``: LitServe serving the same model with its dynamic batching (torchserve_perf/fixtures/litserve_app.py).
@@ -24,7 +26,7 @@ Each server gets the same JPEG at 1, 4 and 8 concurrent closed-loop clients. Wri
 ``--zoo`` compares stock and ours on every image family (ResNet-50, MobileNetV3-Large,
 EfficientNet-B0, ViT-B/16) and writes ``zoo.md`` and ``zoo.json``::
 
-    torchserve-perf compare --zoo [--quick] [--families resnet50 vit_b16]
+    torchserve-perf compare --zoo [--quick] [--families resnet50 vit_b16] [--int8]
 
 ``--transports`` compares one server over several transports instead (HTTP/1.1 and gRPC at 1, 4
 and 8 clients, for the JPEG on ResNet-18 and a small tensor; docs/transports.md) and writes
@@ -42,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools import int8_accuracy, loadgen, paths
 from torchserve_perf.tools.argparsing import command_parser
 from torchserve_perf.tools.compare.config import SERVERS, SYSTEMS, TUNE_BEST, CompareConfig
 from torchserve_perf.tools.compare.goals import load_goals
@@ -61,7 +63,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="seconds per load point (default 20; 3 with --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 5; 1 with --quick)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--systems", nargs="+", default=[k for k in SYSTEMS if k != "ours_int8"], choices=SYSTEMS,
+                        help="which to run (default: all but ours_int8, ours built with --calibration)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="> 1: run the TorchServe systems at once and alternate the load between them in this "
                              "many slices per point (fair on a noisy machine)")
@@ -132,12 +135,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say("\nGPU limits (CUDA hosts only) ...")
     gpu_limits = limits_in_child(cfg.quick, cfg.out / "gpu_limits.json")  # before any server holds the GPU
     results = run_systems(cfg, tuned, payload)
+    accuracy = int8_accuracy.digits_accuracy() if "ours_int8" in results else None  # beside the int8 figures
 
     cli = list(argv) if argv is not None else sys.argv[1:]
     command = "torchserve-perf compare" + (" " + " ".join(cli) if cli else "  # or: make compare")
     report = build_report(cfg, payload=payload, tuned=tuned, tuned_source=tuned_source, raw=raw, gpu_limits=gpu_limits,
                           results=results, ceilings=ceilings, goals=goals, command=command,
-                          wall_s=round(time.perf_counter() - began, 1))
+                          wall_s=round(time.perf_counter() - began, 1), int8_accuracy=accuracy)
     write_report(cfg.out, "report", report, render(report))
     return finish(cfg.work, ", ".join(r.key for r in results.values() if r.error is not None))
 

@@ -8,13 +8,14 @@ from pathlib import Path
 from torchserve_perf.tools import paths
 
 # The systems in the order the report lists them; "raw" is the in-process limit, the rest are servers.
-SYSTEMS = ("raw", "stock_default", "stock_guided", "ours_default", "ours_tuned", "litserve")
+SYSTEMS = ("raw", "stock_default", "stock_guided", "ours_default", "ours_int8", "ours_tuned", "litserve")
 SERVERS = SYSTEMS[1:]
 TITLES = {
     "raw": "in-process limit (model only)",
     "stock_default": "stock TorchServe, defaults",
     "stock_guided": "stock TorchServe, 1 thread/worker",
     "ours_default": "ours, defaults",
+    "ours_int8": "ours, defaults + --calibration",
     "ours_tuned": "ours, tuned",
     "litserve": "LitServe, batching",
 }

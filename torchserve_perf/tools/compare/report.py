@@ -10,7 +10,9 @@ from torchserve_perf.tools.compare.analysis import client_notes, defaults_ratios
 from torchserve_perf.tools.compare.config import SERVERS, TITLES, CompareConfig
 from torchserve_perf.tools.compare.goals import Goal, evaluate
 from torchserve_perf.tools.compare.results import SystemResult
+from torchserve_perf.tools.compare.worker_report import describe
 from torchserve_perf.tools.gpu_report import render_lines
+from torchserve_perf.tools.int8_accuracy import describe as accuracy_line
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 
 RATIO_NAMES = {"stock_default": TITLES["stock_default"], "stock_guided": TITLES["stock_guided"],
@@ -21,7 +23,8 @@ RATIO_LEGEND = "Throughput ratio (and p99 ratio: below 1 means ours answers fast
 
 def build_report(cfg: CompareConfig, *, payload: Payload, tuned: dict, tuned_source: str, raw: Optional[dict],
                  gpu_limits: Optional[dict], results: dict[str, SystemResult], ceilings: dict[int, LoadResult],
-                 command: str, wall_s: float, goals: Sequence[Goal] = ()) -> dict:
+                 command: str, wall_s: float, goals: Sequence[Goal] = (),
+                 int8_accuracy: Optional[dict] = None) -> dict:
     """Everything measured, the ratios and the rows of ``goals``; what ``report.json`` holds."""
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -39,6 +42,7 @@ def build_report(cfg: CompareConfig, *, payload: Payload, tuned: dict, tuned_sou
         "client_notes": client_notes(results, ceilings),
         "command": command,
         "wall_s": wall_s,
+        "int8_accuracy": int8_accuracy,  # the digits CNN's held-out accuracy (tools/int8_accuracy.py), with ours_int8
     }
 
 
@@ -74,7 +78,10 @@ def _systems_table(report: dict, cs: Sequence[int]) -> list[str]:
         cells = [_point(system["runs"].get(str(c))) for c in cs]
         lines.append(f"| {system['title']} | {system['settings']} | " + " | ".join(cells)
                      + f" | {worker_memory.column(system.get('memory'))} |")
-    return lines
+    loads = [f"- {s['title']}: {describe(s['load'])}" for s in report["systems"].values() if s.get("load")]
+    if report.get("int8_accuracy"):
+        loads.append(f"- int8's real accuracy, {accuracy_line(report['int8_accuracy'])}")
+    return lines + (["", "What our workers chose at load, and where their handler time went:", "", *loads] if loads else [])
 
 
 def _point(run: Optional[dict]) -> str:

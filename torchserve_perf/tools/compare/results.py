@@ -16,6 +16,7 @@ class SystemResult:
     error: Optional[str] = None
     startup_s: Optional[float] = None
     memory: Optional[dict] = None  # the workers' memory after the runs (tools/worker_memory.py summary)
+    load: Optional[dict] = None  # ours only: auto's choice and the gates' agreement (worker_report.load_summary)
 
     def run(self, concurrency: int) -> Optional[dict]:
         return self.runs.get(concurrency)
@@ -23,4 +24,4 @@ class SystemResult:
     def as_dict(self) -> dict:
         return {"key": self.key, "title": TITLES[self.key], "settings": self.settings, "error": self.error,
                 "startup_s": self.startup_s, "runs": {str(c): r for c, r in sorted(self.runs.items())},
-                "memory": self.memory}
+                "memory": self.memory, "load": self.load}

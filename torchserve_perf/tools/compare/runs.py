@@ -14,6 +14,7 @@ from torchserve_perf.tools import loadgen, worker_memory
 from torchserve_perf.tools.compare.config import TITLES, CompareConfig
 from torchserve_perf.tools.compare.results import SystemResult
 from torchserve_perf.tools.compare.systems import LITSERVE_SETTINGS, ServerPlan, start_litserve, start_torchserve
+from torchserve_perf.tools.compare.worker_report import load_summary
 from torchserve_perf.tools.gpu_report import GpuSampler
 from torchserve_perf.tools.loadgen import LoadResult, Payload
 
@@ -81,7 +82,8 @@ def run_torchserve(key: str, plan: ServerPlan, store: Path, cfg: CompareConfig, 
         if error is not None:
             return dataclasses.replace(result, error=error)
         runs = measure(send, cfg, key)
-        return dataclasses.replace(result, runs=runs, memory=worker_memory.summary(worker_memory.server_workers(server)))
+        return dataclasses.replace(result, runs=runs, memory=worker_memory.summary(worker_memory.server_workers(server)),
+                                   load=load_summary(server) if key.startswith("ours") else None)
     finally:
         server.stop()
 
@@ -106,19 +108,20 @@ def run_litserve(cfg: CompareConfig, payload: Payload) -> SystemResult:
 
 
 # ---- every TorchServe system at once ----------------------------------------------------------------
-def interleave(senders: dict[str, Callable[[], int]], cfg: CompareConfig) -> dict[tuple[str, int], list[LoadResult]]:
-    """Each point in ``cfg.rounds`` slices, the systems in turn; the order rotates every round."""
+def interleave(senders: dict[str, Callable[[], int]], concurrencies: Sequence[int], seconds: float,
+               rounds: int) -> dict[tuple[str, int], list[LoadResult]]:
+    """Each point's ``seconds`` in ``rounds`` slices, the systems in turn; the order rotates every round."""
     parts: dict[tuple[str, int], list[LoadResult]] = {}
     order = list(senders)
-    say(f"\n{cfg.rounds} rounds, {cfg.seconds / cfg.rounds:g} s per slice, systems in turn")
-    for r in range(cfg.rounds):
-        for c in cfg.concurrencies:
+    say(f"\n{rounds} rounds, {seconds / rounds:g} s per slice, systems in turn")
+    for r in range(rounds):
+        for c in concurrencies:
             for key in order:
                 with GpuSampler() as gpus:
-                    part = loadgen.closed_loop(senders[key], c, duration=cfg.seconds / cfg.rounds)
+                    part = loadgen.closed_loop(senders[key], c, duration=seconds / rounds)
                 part.gpu = gpus.usage()
                 parts.setdefault((key, c), []).append(part)
-                say(f"  round {r + 1}/{cfg.rounds} {key:<14} {part.line()}")
+                say(f"  round {r + 1}/{rounds} {key:<14} {part.line()}")
         order = order[1:] + order[:1]  # no system always goes first
     return parts
 
@@ -146,13 +149,14 @@ def run_interleaved(keys: Sequence[str], plans: dict[str, ServerPlan], store: Pa
         for warm in senders.values():
             if cfg.warmup > 0:
                 loadgen.closed_loop(warm, max(cfg.concurrencies), duration=cfg.warmup)
-        for (key, c), pieces in interleave(senders, cfg).items():
+        for (key, c), pieces in interleave(senders, cfg.concurrencies, cfg.seconds, cfg.rounds).items():
             merged = loadgen.merge(pieces)
             results[key].runs[c] = merged.summary()
             say(f"  {key:<14} {merged.line()}")
         for key in senders:  # after every run, while each server still holds what the load made it hold
             results[key] = dataclasses.replace(results[key], memory=worker_memory.summary(
-                worker_memory.server_workers(started[key])))
+                worker_memory.server_workers(started[key])), load=load_summary(started[key]) if key.startswith("ours")
+                else None)
     finally:
         for server in servers:
             server.stop()

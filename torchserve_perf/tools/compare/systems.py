@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,10 +93,12 @@ def describe_model_config(config: dict) -> str:
 # ---- the TorchServe systems -----------------------------------------------------------------------
 def build_store(cfg: CompareConfig, tuned: dict) -> tuple[Path, dict[str, ServerPlan]]:
     """The archives the chosen TorchServe systems need, and each system's plan."""
+    from torchserve_perf.tools.archive.calibration import with_int8
     from torchserve_perf.tools.model_store import build_archive, build_stock_archive, default_specs
 
     store = cfg.work / "store"
     store.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(paths.metrics_yaml(), store / "metrics.yaml")  # our metrics declared on every server (the report reads them)
     spec = default_specs()[0]
     need = set(cfg.systems)
     plans: dict[str, ServerPlan] = {}
@@ -111,6 +114,13 @@ def build_store(cfg: CompareConfig, tuned: dict) -> tuple[Path, dict[str, Server
     if "ours_default" in need:
         build_archive(spec, store)
         plans["ours_default"] = ServerPlan("resnet18.mar", "resnet18", describe_model_config(spec.model_config))
+    if "ours_int8" in need:  # shipped defaults plus archive --calibration: auto may choose a gated int8 path
+        from torchserve_perf.tools.calibration_images import write_jpegs
+
+        config = with_int8(spec.model_config)
+        build_archive(spec, store, name="resnet18_int8", calibration=write_jpegs(cfg.work / "calibration"))
+        plans["ours_int8"] = ServerPlan("resnet18_int8.mar", "resnet18_int8", describe_model_config(config)
+                                        + ", calibration: 64 synthetic JPEGs")
     if "ours_tuned" in need:
         config = tuned_model_config(spec.model_config, tuned)
         build_archive(spec, store, name="resnet18_tuned", model_config=config)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 import tempfile
@@ -24,12 +23,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from torchserve_perf.tools import loadgen, paths
+from torchserve_perf.tools import int8_accuracy, loadgen, paths, worker_memory
 from torchserve_perf.tools.argparsing import command_parser
 from torchserve_perf.tools.compare.goals import GoalsError, load_goals
 from torchserve_perf.tools.compare.results import SystemResult
 from torchserve_perf.tools.compare.runs import interleave, say
 from torchserve_perf.tools.compare.systems import ServerPlan, describe_model_config, start_torchserve
+from torchserve_perf.tools.compare.worker_report import load_summary
 from torchserve_perf.tools.compare.zoo_config import ZooConfig
 from torchserve_perf.tools.report_files import finish, write_report
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from torchserve_perf.models.zoo import Family
     from torchserve_perf.tools.serving import TorchServe
 
-AUTO_MARKERS = ("auto chose", "auto kept", "auto reused")  # the worker's one INFO line about auto's choice
-WORKER_MARKER = "model_service_worker"  # in the command line of TorchServe's Python workers
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> ZooConfig:
@@ -52,6 +50,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> ZooConfig:
     parser.add_argument("--seconds", type=float, help="seconds per load point and system (default 20; 3 with --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 5; 2 with --quick)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--int8", action="store_true",
+                        help="also ours with --calibration (64 synthetic JPEGs): auto may choose a gated int8 path")
     parser.add_argument("--rounds", type=int, help="slices per point, systems in turn (default 4; 1 with --quick)")
     parser.add_argument("--out", type=Path, default=paths.results_dir("compare"))
     parser.add_argument("--goals", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
@@ -67,7 +67,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> ZooConfig:
                         warmup=args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0),
                         concurrencies=tuple(args.concurrency),
                         rounds=args.rounds if args.rounds is not None else (1 if args.quick else 4),
-                        out=args.out.resolve(), quick=args.quick, work=Path("."), goals=goals)
+                        out=args.out.resolve(), quick=args.quick, work=Path("."), goals=goals, int8=args.int8)
     except ValueError as exc:
         parser.error(str(exc))
     return dataclasses.replace(cfg, work=Path(tempfile.mkdtemp(prefix="compare-zoo-")))
@@ -82,12 +82,15 @@ def ours_model_config() -> dict[str, Any]:
                                                                   "optimizations": auto_optimizations()}}, detect())
 
 
-def build_family(family: Family, store: Path) -> dict[str, ServerPlan]:
-    """The family's two archives (unpacked, so its weights are not zipped twice) and each system's plan."""
+def build_family(family: Family, store: Path, int8: bool = False) -> dict[str, ServerPlan]:
+    """The family's archives (unpacked, so its weights are not zipped twice) and each system's plan; with
+    ``int8``, also ours built with ``--calibration`` as ``ours_int8``."""
     import torch
 
     from torchserve_perf.models.zoo import family_state_dict
     from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive
+    from torchserve_perf.tools.archive.calibration import add_calibration
+    from torchserve_perf.tools.calibration_images import write_jpegs
 
     weights = store.parent / f"{family.name}.pt"
     torch.save(family_state_dict(family.make), weights)
@@ -99,8 +102,17 @@ def build_family(family: Family, store: Path) -> dict[str, ServerPlan]:
     create_archive(ArchivePlan(name=stock_name, source=source, handler=paths.fixtures_dir() / "stock_image_handler.py",
                                export_path=store, model_config={"responseTimeout": 120}, labels=labels, bundle=False,
                                layout="folder", force=True))
-    create_archive(ArchivePlan(name=ours_name, source=source, handler=paths.handlers_dir() / "image_handler.py",
-                               export_path=store, model_config=ours_config, labels=labels, layout="folder", force=True))
+    ours = ArchivePlan(name=ours_name, source=source, handler=paths.handlers_dir() / "image_handler.py",
+                       export_path=store, model_config=ours_config, labels=labels, layout="folder", force=True)
+    create_archive(ours)
+    plans: dict[str, ServerPlan] = {}
+    if int8:
+        staging = store.parent / "calibration"
+        calibrated = add_calibration(dataclasses.replace(ours, name=f"{family.name}_int8"), "image",
+                                     write_jpegs(staging / "images"), staging)
+        create_archive(calibrated)
+        plans["ours_int8"] = ServerPlan(calibrated.name, calibrated.name, describe_model_config(
+            calibrated.model_config) + ", calibration: 64 synthetic JPEGs")
     weights.unlink()
     return {
         "stock_default": ServerPlan(stock_name, stock_name, "BaseHandler; TorchServe defaults: workers = cores, "
@@ -108,67 +120,10 @@ def build_family(family: Family, store: Path) -> dict[str, ServerPlan]:
         "stock_guided": ServerPlan(stock_name, stock_name, "BaseHandler; defaults plus OMP_NUM_THREADS=1",
                                    env={"OMP_NUM_THREADS": "1"}),
         "ours_default": ServerPlan(ours_name, ours_name, describe_model_config(ours_config)),
-    }
+    } | plans
 
 
 # ---- what a running server tells -------------------------------------------------------------------
-def worker_memory(server: TorchServe) -> dict[str, Any]:
-    """The resident memory of the server's Python workers (MiB), each and together."""
-    import psutil
-
-    sizes = []
-    try:
-        for child in psutil.Process(server.process.pid).children(recursive=True):
-            try:
-                if any(WORKER_MARKER in part for part in child.cmdline()):
-                    sizes.append(child.memory_info().rss / 2**20)
-            except psutil.Error:
-                continue
-    except psutil.Error:
-        pass
-    return {"workers": len(sizes), "rss_mib": round(sum(sizes), 1), "per_worker_mib": [round(s, 1) for s in sizes]}
-
-
-def auto_choice(server: TorchServe) -> Optional[str]:
-    """What auto chose and why, from the workers' log: the search's own line when a worker searched,
-    else the reuse line with the reason stored in the choice cache; None when no worker said."""
-    found: dict[str, str] = {}
-    for log in sorted((server.workdir / "logs").glob("model_log*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            for marker in AUTO_MARKERS:
-                if marker in line:
-                    found[marker] = line[line.index(marker):].strip()
-    searched = found.get("auto chose") or found.get("auto kept")
-    if searched or "auto reused" not in found:
-        return searched
-    reused = found["auto reused"]
-    cache = Path(reused[reused.rfind("(") + 1:].rstrip(")"))
-    try:
-        reason = json.loads(cache.read_text()).get("reason")
-    except (OSError, ValueError, AttributeError):
-        reason = None
-    return f"{reused}; first decided as: {reason}" if reason else reused
-
-
-def phase_seconds(metrics_text: str) -> dict[str, dict[str, float]]:
-    """Our handler's per-phase histograms (sum and count over all workers) from a Prometheus scrape."""
-    from torchserve_perf.plugins.metrics import catalog
-
-    totals: dict[str, dict[str, float]] = {}
-    wanted = {f"{spec.name}_{part}": (phase, part) for phase, spec in catalog.PHASES.items()
-              for part in ("sum", "count")}
-    for line in metrics_text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted and not line.startswith("#"):
-            phase, part = wanted[name]
-            try:
-                value = float(line.rsplit(" ", 1)[1])
-            except (IndexError, ValueError):
-                continue
-            totals.setdefault(phase, {"sum": 0.0, "count": 0.0})[part] += value
-    return totals
-
-
 # ---- one family -----------------------------------------------------------------------------------
 def _start(key: str, plan: ServerPlan, store: Path, work: Path) -> tuple[SystemResult, Optional[TorchServe]]:
     began = time.perf_counter()
@@ -185,7 +140,7 @@ def run_family(family: Family, cfg: ZooConfig, payload: loadgen.Payload) -> dict
     store.mkdir(parents=True, exist_ok=True)
     shutil.copy2(paths.metrics_yaml(), store / "metrics.yaml")  # our per-phase metrics on every server
     say(f"\n=== {family.name}: {family.description}")
-    plans = build_family(family, store)
+    plans = build_family(family, store, cfg.int8)
     results: dict[str, SystemResult] = {}
     servers: dict[str, TorchServe] = {}
     senders: dict[str, Callable[[], int]] = {}
@@ -206,18 +161,16 @@ def run_family(family: Family, cfg: ZooConfig, payload: loadgen.Payload) -> dict
         for warm in senders.values():
             if cfg.warmup > 0:
                 loadgen.closed_loop(warm, max(cfg.concurrencies), duration=cfg.warmup)
-        for (key, c), pieces in interleave(senders, cfg.compare_config()).items():
+        for (key, c), pieces in interleave(senders, cfg.concurrencies, cfg.seconds, cfg.rounds).items():
             results[key].runs[c] = loadgen.merge(pieces).summary()
-        memory = {key: worker_memory(server) for key, server in servers.items()}
-        ours = servers.get("ours_default")
-        auto = auto_choice(ours) if ours is not None else None
-        phases = phase_seconds(ours.scrape()) if ours is not None else {}
+        memory = {key: worker_memory.summary(worker_memory.server_workers(server)) for key, server in servers.items()}
+        loads = {key: load_summary(server) for key, server in servers.items() if key.startswith("ours")}
     finally:
         for server in servers.values():
             server.stop()
     return {"family": family.name, "description": family.description, "parameters": family.published_parameters,
             "systems": {k: r.as_dict() for k, r in results.items()}, "results": results, "memory": memory,
-            "auto": auto, "phases": phases}
+            "loads": loads}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -229,8 +182,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     payload = loadgen.Payload(loadgen.sample_image(), "image/jpeg", "sample.jpg")
     began = time.perf_counter()
     families = [run_family(find_family(name), cfg, payload) for name in cfg.families]
+    accuracy = int8_accuracy.digits_accuracy() if cfg.int8 else None  # beside the int8 figures
     command = "torchserve-perf compare " + " ".join(argv if argv is not None else sys.argv[1:])
     report = build_zoo_report(cfg, families, command=command, wall_s=round(time.perf_counter() - began, 1),
-                              goals=cfg.goals)
+                              goals=cfg.goals, int8_accuracy=accuracy)
     write_report(cfg.out, "zoo", report, render_zoo(report))
     return finish(cfg.work, ", ".join(f"{f['family']}/{k}" for f in families for k, r in f["results"].items() if r.error))

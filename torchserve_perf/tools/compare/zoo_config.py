@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchserve_perf.tools.compare.config import CompareConfig
 from torchserve_perf.tools.compare.goals import Goal
 
 ZOO_SYSTEMS = ("stock_default", "stock_guided", "ours_default")
@@ -22,6 +21,11 @@ class ZooConfig:
     quick: bool
     work: Path  # archives and server folders (logs); removed at the end unless something failed
     goals: tuple[Goal, ...] = ()  # judged per family (--goals); none: no Goals rows
+    int8: bool = False  # also ours built with --calibration (ours_int8)
+
+    @property
+    def systems(self) -> tuple[str, ...]:
+        return ZOO_SYSTEMS + (("ours_int8",) if self.int8 else ())
 
     def __post_init__(self) -> None:
         from torchserve_perf.models.zoo import FAMILIES
@@ -33,9 +37,3 @@ class ZooConfig:
             raise ValueError("--rounds must be >= 1, --seconds > 0 and --warmup >= 0")
         if not self.concurrencies or min(self.concurrencies) < 1:
             raise ValueError("concurrencies must be >= 1")
-
-    def compare_config(self) -> CompareConfig:
-        """The settings :func:`~torchserve_perf.tools.compare.runs.interleave` reads."""
-        return CompareConfig(seconds=self.seconds, warmup=self.warmup, concurrencies=self.concurrencies,
-                             systems=ZOO_SYSTEMS, out=self.out, quick=self.quick, compile=False,
-                             tune_best=self.out / "unused", work=self.work, rounds=self.rounds)

@@ -8,7 +8,7 @@ Used by ``torchserve-perf bench``, ``compare``, ``tune`` and ``demo``, and by th
 * :mod:`.client`: :class:`HttpSender` (a cheap keep-alive HTTP client) and :func:`read_token`.
 * :mod:`.runner`: :func:`run_load`, a :class:`Load` against a :class:`Target` from N processes.
 * :mod:`.trivial` and :mod:`.ceiling`: the client's own ceiling against a do-nothing endpoint.
-* :mod:`.ports`: :func:`free_port`.
+* :mod:`.ports`: :func:`free_port`, :func:`free_ports`.
 """
 
 from torchserve_perf.tools.loadgen.ceiling import ceiling, client_ceiling
