@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,3 +52,17 @@ def test_calibration_refusals_name_the_fix(tmp_path, files, section, words):
 def test_with_int8_table(section, expected):
     assert with_int8({"batchSize": 4, "handler": {"optimizations": section}}) == \
         {"batchSize": 4, "handler": {"optimizations": expected}}
+
+
+def test_calibration_images_are_seeded_jpegs_the_image_handler_accepts(tmp_path: Path) -> None:
+    from torchserve_perf.tools.calibration_images import write_jpegs
+
+    first = write_jpegs(tmp_path / "a", count=16, size=(64, 48))
+    again = write_jpegs(tmp_path / "b", count=16, size=(64, 48))
+    names = sorted(p.name for p in first.iterdir())
+    assert len(names) == 16 and all(n.endswith(".jpg") for n in names)
+    assert all((first / n).read_bytes() == (again / n).read_bytes() for n in names)  # same seed, same bytes
+    samples = calibration_samples(first, "image", {"handler": {"image": {"resize": 32, "crop": 32}}})
+    assert tuple(samples.shape) == (16, 3, 32, 32) and float(samples.std()) > 0.1  # not flat pictures
+    with pytest.raises(ValueError, match="at least one"):
+        write_jpegs(tmp_path / "c", count=0)

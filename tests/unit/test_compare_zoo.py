@@ -131,3 +131,4 @@ def test_int8_accuracy_line_gives_points_and_reasons() -> None:
     line = accuracy_line({"fp32": 0.9926, "held_out": 540, "openvino_int8": 0.9907, "int8": "Unavailable: no onnx"})
     assert line == ("digits CNN held-out accuracy (540 images): fp32 99.26%, openvino_int8 99.07% (-0.19 points), "
                     "int8: not measured (Unavailable: no onnx)")
+

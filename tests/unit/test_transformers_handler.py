@@ -52,7 +52,7 @@ def alone(handler: TransformersTextHandler, text: str) -> torch.Tensor:
     """The eager model on one text, tokenized alone with no padding: the reference."""
     ids = handler.hf.tokenizer([text], truncation=True, max_length=handler.hf.max_length, return_tensors="pt")
     with torch.inference_mode():
-        return handler.hf.module(ids["input_ids"])[0]
+        return handler.model(ids["input_ids"])[0]
 
 
 def test_batch_matches_each_text_alone_and_a_bad_request_fails_alone(sequence):

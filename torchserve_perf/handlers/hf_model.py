@@ -28,15 +28,26 @@ class TransformersLoadError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TransformersModel:
-    """What the handler needs from the folder: the wrapped model, its tokenizer, task and labels."""
+class TransformersText:
+    """What serving needs besides the model: the tokenizer, the task and its labels."""
 
-    module: nn.Module
     tokenizer: Any
     task: str
     labels: Mapping[int, str]
     max_length: int  # the longest sequence the model takes, special tokens included
     pad_id: int
+
+
+@dataclass(frozen=True)
+class TransformersModel(TransformersText):
+    """What the handler needs from the folder: the wrapped model, its tokenizer, task and labels."""
+
+    module: nn.Module
+
+    def text(self) -> TransformersText:
+        """This without the model. A handler keeps only this, so that once an optimized model serves
+        in the eager model's place, nothing holds the eager weights and they can be released."""
+        return TransformersText(self.tokenizer, self.task, self.labels, self.max_length, self.pad_id)
 
 
 class IdsOnly(nn.Module):

@@ -23,7 +23,7 @@ from torchserve_perf.handlers import v2
 from torchserve_perf.handlers.base import PerfHandler
 from torchserve_perf.handlers.batch import Decoded
 from torchserve_perf.handlers.errors import RequestError
-from torchserve_perf.handlers.hf_model import TransformersModel, load_transformers
+from torchserve_perf.handlers.hf_model import TransformersText, load_transformers
 from torchserve_perf.handlers.labels import top_k
 from torchserve_perf.handlers.options import TransformersOptions
 from torchserve_perf.handlers.text_batching import length_groups, padded_length
@@ -39,13 +39,14 @@ class TransformersTextHandler(PerfHandler[TransformersOptions]):
     options_class = TransformersOptions
     v2_datatypes = frozenset({"BYTES"})  # v2: one text per BYTES element
 
-    hf: TransformersModel
+    hf: TransformersText  # not the model: self.model holds it, and is what releases it (eager_release)
 
     # ---- load -------------------------------------------------------------------------------
     def load_model(self, context: Any) -> torch.nn.Module:
-        self.hf = load_transformers(context.system_properties["model_dir"], self.device,
-                                    self.settings.options.max_length)
-        return self.hf.module
+        loaded = load_transformers(context.system_properties["model_dir"], self.device,
+                                   self.settings.options.max_length)
+        self.hf = loaded.text()
+        return loaded.module
 
     def example_input(self) -> Optional[torch.Tensor]:
         ids = self.hf.tokenizer([EXAMPLE_TEXT], truncation=True, max_length=self.hf.max_length)["input_ids"]
