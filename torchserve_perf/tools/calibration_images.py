@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_COUNT = 64  # a quarter held out for the gate: 16 samples, above its min_samples (8)
+SETTINGS = f"calibration: {DEFAULT_COUNT} synthetic JPEGs"  # how reports name a server built with them
 
 
 def write_jpegs(directory: Path, count: int = DEFAULT_COUNT, *, size: tuple[int, int] = (320, 240),

@@ -115,12 +115,12 @@ def build_store(cfg: CompareConfig, tuned: dict) -> tuple[Path, dict[str, Server
         build_archive(spec, store)
         plans["ours_default"] = ServerPlan("resnet18.mar", "resnet18", describe_model_config(spec.model_config))
     if "ours_int8" in need:  # shipped defaults plus archive --calibration: auto may choose a gated int8 path
-        from torchserve_perf.tools.calibration_images import write_jpegs
+        from torchserve_perf.tools.calibration_images import SETTINGS, write_jpegs
 
         config = with_int8(spec.model_config)
         build_archive(spec, store, name="resnet18_int8", calibration=write_jpegs(cfg.work / "calibration"))
-        plans["ours_int8"] = ServerPlan("resnet18_int8.mar", "resnet18_int8", describe_model_config(config)
-                                        + ", calibration: 64 synthetic JPEGs")
+        plans["ours_int8"] = ServerPlan("resnet18_int8.mar", "resnet18_int8",
+                                        f"{describe_model_config(config)}, {SETTINGS}")
     if "ours_tuned" in need:
         config = tuned_model_config(spec.model_config, tuned)
         build_archive(spec, store, name="resnet18_tuned", model_config=config)

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from torchserve_perf.tools.serving import TorchServe
 
 
-
 def parse_args(argv: Optional[Sequence[str]]) -> ZooConfig:
     from torchserve_perf.models.zoo import FAMILIES
 
@@ -90,7 +89,7 @@ def build_family(family: Family, store: Path, int8: bool = False) -> dict[str, S
     from torchserve_perf.models.zoo import family_state_dict
     from torchserve_perf.tools.archive import ArchivePlan, ModelSource, create_archive
     from torchserve_perf.tools.archive.calibration import add_calibration
-    from torchserve_perf.tools.calibration_images import write_jpegs
+    from torchserve_perf.tools.calibration_images import SETTINGS, write_jpegs
 
     weights = store.parent / f"{family.name}.pt"
     torch.save(family_state_dict(family.make), weights)
@@ -112,7 +111,7 @@ def build_family(family: Family, store: Path, int8: bool = False) -> dict[str, S
                                      write_jpegs(staging / "images"), staging)
         create_archive(calibrated)
         plans["ours_int8"] = ServerPlan(calibrated.name, calibrated.name, describe_model_config(
-            calibrated.model_config) + ", calibration: 64 synthetic JPEGs")
+            calibrated.model_config) + f", {SETTINGS}")
     weights.unlink()
     return {
         "stock_default": ServerPlan(stock_name, stock_name, "BaseHandler; TorchServe defaults: workers = cores, "
@@ -123,7 +122,6 @@ def build_family(family: Family, store: Path, int8: bool = False) -> dict[str, S
     } | plans
 
 
-# ---- what a running server tells -------------------------------------------------------------------
 # ---- one family -----------------------------------------------------------------------------------
 def _start(key: str, plan: ServerPlan, store: Path, work: Path) -> tuple[SystemResult, Optional[TorchServe]]:
     began = time.perf_counter()
