@@ -92,7 +92,7 @@ def run_systems(cfg: CompareConfig, tuned: dict, payload: loadgen.Payload) -> di
     results: dict[str, SystemResult] = {}
     if cfg.rounds > 1:
         results.update(run_interleaved([k for k in SERVERS if k in cfg.systems and k != "litserve"], plans,
-                                       store, cfg, payload))
+                                       store, cfg.work, cfg, payload))
     for key in SERVERS:
         if key not in cfg.systems or key in results:
             continue

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 from torchserve_perf.tools import loadgen, worker_memory
 from torchserve_perf.tools.compare.config import TITLES, CompareConfig
@@ -53,12 +53,12 @@ def measure(send: Callable[[], int], cfg: CompareConfig, label: str) -> dict[int
     return runs
 
 
-def _start(key: str, plan: ServerPlan, store: Path, cfg: CompareConfig) -> tuple[SystemResult, Optional[TorchServe]]:
-    """The server of ``key`` started, or None and a result that says why it did not start."""
+def _start(key: str, plan: ServerPlan, store: Path, work: Path) -> tuple[SystemResult, Optional[TorchServe]]:
+    """The server of ``key`` started (its folder under ``work``), or None and a result that says why it did not start."""
     say(f"\n[{key}] {TITLES[key]}: {plan.settings}")
     began = time.perf_counter()
     try:
-        server = start_torchserve(key, plan, store, cfg.work)
+        server = start_torchserve(key, plan, store, work)
     except Exception as exc:  # the report says what failed and goes on with the other systems
         error = f"server did not start: {exc}".splitlines()[0]
         say(f"  {error}")
@@ -73,7 +73,7 @@ def _first_answer(send: Callable[[], int]) -> Optional[str]:
 
 
 def run_torchserve(key: str, plan: ServerPlan, store: Path, cfg: CompareConfig, payload: Payload) -> SystemResult:
-    result, server = _start(key, plan, store, cfg)
+    result, server = _start(key, plan, store, cfg.work)
     if server is None:
         return result
     try:
@@ -126,19 +126,32 @@ def interleave(senders: dict[str, Callable[[], int]], concurrencies: Sequence[in
     return parts
 
 
-def run_interleaved(keys: Sequence[str], plans: dict[str, ServerPlan], store: Path, cfg: CompareConfig,
-                    payload: Payload) -> dict[str, SystemResult]:
-    """Every system's server up at once; each point measured in ``cfg.rounds`` slices taken in turn."""
+class LoadSchedule(Protocol):
+    """What the interleaved runs read from a run's config (CompareConfig and ZooConfig both have it)."""
+
+    @property
+    def warmup(self) -> float: ...
+    @property
+    def concurrencies(self) -> tuple[int, ...]: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def rounds(self) -> int: ...
+
+
+def run_interleaved(keys: Sequence[str], plans: dict[str, ServerPlan], store: Path, work: Path,
+                    schedule: LoadSchedule, payload: Payload) -> dict[str, SystemResult]:
+    """Every system's server up at once (their folders under ``work``); each point measured in
+    ``schedule.rounds`` slices taken in turn. Each started server's memory, and for ours what their
+    workers chose at load, are read after every run."""
     results: dict[str, SystemResult] = {}
-    servers: list[TorchServe] = []
     senders: dict[str, Callable[[], int]] = {}
     started: dict[str, TorchServe] = {}
     try:
         for key in keys:
-            results[key], server = _start(key, plans[key], store, cfg)
+            results[key], server = _start(key, plans[key], store, work)
             if server is None:
                 continue
-            servers.append(server)
             started[key] = server
             send = server.sender(plans[key].model, payload.body, payload.content_type)
             error = _first_answer(send)
@@ -147,17 +160,16 @@ def run_interleaved(keys: Sequence[str], plans: dict[str, ServerPlan], store: Pa
                 continue
             senders[key] = send
         for warm in senders.values():
-            if cfg.warmup > 0:
-                loadgen.closed_loop(warm, max(cfg.concurrencies), duration=cfg.warmup)
-        for (key, c), pieces in interleave(senders, cfg.concurrencies, cfg.seconds, cfg.rounds).items():
+            if schedule.warmup > 0:
+                loadgen.closed_loop(warm, max(schedule.concurrencies), duration=schedule.warmup)
+        for (key, c), pieces in interleave(senders, schedule.concurrencies, schedule.seconds, schedule.rounds).items():
             merged = loadgen.merge(pieces)
             results[key].runs[c] = merged.summary()
             say(f"  {key:<14} {merged.line()}")
-        for key in senders:  # after every run, while each server still holds what the load made it hold
+        for key, server in started.items():  # after every run, while each server still holds what the load made it hold
             results[key] = dataclasses.replace(results[key], memory=worker_memory.summary(
-                worker_memory.server_workers(started[key])), load=load_summary(started[key]) if key.startswith("ours")
-                else None)
+                worker_memory.server_workers(server)), load=load_summary(server) if key.startswith("ours") else None)
     finally:
-        for server in servers:
+        for server in started.values():
             server.stop()
     return results

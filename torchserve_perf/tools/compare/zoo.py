@@ -21,21 +21,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from torchserve_perf.tools import int8_accuracy, loadgen, paths, worker_memory
+from torchserve_perf.tools import int8_accuracy, loadgen, paths
 from torchserve_perf.tools.argparsing import command_parser
 from torchserve_perf.tools.compare.goals import GoalsError, load_goals
-from torchserve_perf.tools.compare.results import SystemResult
-from torchserve_perf.tools.compare.runs import interleave, say
-from torchserve_perf.tools.compare.systems import ServerPlan, describe_model_config, start_torchserve
-from torchserve_perf.tools.compare.worker_report import load_summary
+from torchserve_perf.tools.compare.runs import run_interleaved, say
+from torchserve_perf.tools.compare.systems import ServerPlan, describe_model_config
 from torchserve_perf.tools.compare.zoo_config import ZooConfig
 from torchserve_perf.tools.report_files import finish, write_report
 
 if TYPE_CHECKING:
     from torchserve_perf.models.zoo import Family
-    from torchserve_perf.tools.serving import TorchServe
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> ZooConfig:
@@ -123,52 +120,18 @@ def build_family(family: Family, store: Path, int8: bool = False) -> dict[str, S
 
 
 # ---- one family -----------------------------------------------------------------------------------
-def _start(key: str, plan: ServerPlan, store: Path, work: Path) -> tuple[SystemResult, Optional[TorchServe]]:
-    began = time.perf_counter()
-    try:
-        server = start_torchserve(key, plan, store, work)
-    except Exception as exc:  # the report says what failed and goes on with the other systems
-        return SystemResult(key, plan.settings, error=f"server did not start: {exc}".splitlines()[0]), None
-    return SystemResult(key, plan.settings, startup_s=round(time.perf_counter() - began, 1)), server
-
-
 def run_family(family: Family, cfg: ZooConfig, payload: loadgen.Payload) -> dict[str, Any]:
-    """The family's three servers up at once, the load interleaved; results, memory, auto, phases."""
+    """The family's servers up at once, the load interleaved; results, memory, what ours chose at load."""
     store = cfg.work / family.name / "store"
     store.mkdir(parents=True, exist_ok=True)
     shutil.copy2(paths.metrics_yaml(), store / "metrics.yaml")  # our per-phase metrics on every server
     say(f"\n=== {family.name}: {family.description}")
     plans = build_family(family, store, cfg.int8)
-    results: dict[str, SystemResult] = {}
-    servers: dict[str, TorchServe] = {}
-    senders: dict[str, Callable[[], int]] = {}
-    memory: dict[str, dict] = {}
-    try:
-        for key, plan in plans.items():
-            results[key], server = _start(key, plan, store, cfg.work / family.name)
-            say(f"[{key}] {plan.settings}: " + (results[key].error or f"up in {results[key].startup_s} s"))
-            if server is None:
-                continue
-            servers[key] = server
-            send = server.sender(plan.model, payload.body, payload.content_type)
-            status = send()
-            if status != 200:
-                results[key] = dataclasses.replace(results[key], error=f"first request answered {status}")
-                continue
-            senders[key] = send
-        for warm in senders.values():
-            if cfg.warmup > 0:
-                loadgen.closed_loop(warm, max(cfg.concurrencies), duration=cfg.warmup)
-        for (key, c), pieces in interleave(senders, cfg.concurrencies, cfg.seconds, cfg.rounds).items():
-            results[key].runs[c] = loadgen.merge(pieces).summary()
-        memory = {key: worker_memory.summary(worker_memory.server_workers(server)) for key, server in servers.items()}
-        loads = {key: load_summary(server) for key, server in servers.items() if key.startswith("ours")}
-    finally:
-        for server in servers.values():
-            server.stop()
+    results = run_interleaved(list(plans), plans, store, cfg.work / family.name, cfg, payload)
     return {"family": family.name, "description": family.description, "parameters": family.published_parameters,
-            "systems": {k: r.as_dict() for k, r in results.items()}, "results": results, "memory": memory,
-            "loads": loads}
+            "systems": {k: r.as_dict() for k, r in results.items()}, "results": results,
+            "memory": {k: r.memory for k, r in results.items() if r.memory},
+            "loads": {k: r.load for k, r in results.items() if r.load is not None}}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
