@@ -14,6 +14,7 @@ strings from a text model): :func:`ranked` makes them from a batch of scores.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
@@ -21,6 +22,8 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations.interface import Unavailable
+
+log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,22 @@ def gate_batch(step: Any) -> int:
     """The rows per call a gate runs: the largest warm-up input's (the serving batch size), so the
     runtimes size their buffers for what they will serve, not for the gate."""
     return max(1, int(step.example.shape[0]))
+
+
+def accepted(verdict: Verdict, name: str) -> dict[str, float]:
+    """What a gated plugin keeps of a verdict that passed: what it measured (and a log line saying
+    so). Raises GateRejected, with the measurements, when it failed."""
+    if not verdict.passed:
+        raise GateRejected(verdict)
+    log.info("%s: %s", name, verdict.reason)
+    return verdict.agreement.as_metrics()
+
+
+def gate_held_out(name: str, reference: Callable[..., Any], candidate: Callable[..., Any], holdout: torch.Tensor,
+                  config: GateConfig, step: Any) -> dict[str, float]:
+    """The gate on the held-out calibration samples, at the serving batch size: at 16 rows a runtime
+    would keep buffers sized for 16 (tens of MiB). :func:`accepted` of the verdict."""
+    return accepted(compare_models(reference, candidate, holdout, config, batch=gate_batch(step)), name)
 
 
 class GateRejected(Unavailable):

@@ -61,6 +61,16 @@ def load(path: Path, holdout_every: int, example: torch.Tensor) -> CalibrationSe
     return CalibrationSet(calibrate=data[kept], holdout=data[held], source=str(path))
 
 
+def required(name: str, holdout_every: int, example: torch.Tensor) -> tuple[Path, CalibrationSet]:
+    """The calibration file a gated plugin was given, found and loaded; Unavailable when it is missing."""
+    from torchserve_perf.plugins.optimizations.interface import Unavailable
+
+    found = find(name)
+    if found is None:
+        raise Unavailable(f"no calibration samples ({name} not found)")
+    return found, load(found, holdout_every, example)
+
+
 def artefact_key(model: Any, samples_file: Path, *settings: Any) -> str:
     """The name of a quantized artefact in the cache: the model's weights, the calibration file's
     bytes, the torch version and the quantizer's own version and settings (``settings``)."""

@@ -10,7 +10,6 @@ output per token ([N, tokens, labels], token classification) each non-padding to
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -21,8 +20,8 @@ from torch import nn
 from torchserve_perf.plugins.optimizations import calibration
 from torchserve_perf.plugins.optimizations.accuracy_gate import (
     GateConfig,
-    GateRejected,
     Verdict,
+    accepted,
     agreement,
     first_output,
     judge,
@@ -30,7 +29,6 @@ from torchserve_perf.plugins.optimizations.accuracy_gate import (
 )
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 
-log = logging.getLogger("torchserve_perf.plugins.optimizations")
 SAMPLES_FILE = "samples.pt"
 
 
@@ -107,11 +105,7 @@ def apply(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
     samples = load_samples(found).to(step.runtime.device)
     # inplace=False: the eager model stays intact for the fallback.
     quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
-    verdict = gate(model, quantized, samples, options)
-    if not verdict.passed:
-        raise GateRejected(verdict)
-    log.info("int8_dynamic: %s", verdict.reason)
-    return GatedInt8(quantized, verdict.agreement.as_metrics())
+    return GatedInt8(quantized, accepted(gate(model, quantized, samples, options), "int8_dynamic"))
 
 
 PLUGIN = OptimizationSpec(

@@ -28,7 +28,7 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models, gate_batch
+from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, gate_held_out
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import (
@@ -167,18 +167,10 @@ def apply(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
     if not isinstance(model, torch.nn.Module):
         raise Unavailable(f"cannot quantize a {type(model).__name__}; put int8 first in the chain")
     options: Int8Options = step.options
-    found = calibration.find(options.calibration)
-    if found is None:
-        raise Unavailable(f"no calibration samples ({options.calibration} not found)")
-    samples = calibration.load(found, options.holdout_every, step.example)
+    found, samples = calibration.required(options.calibration, options.holdout_every, step.example)
     graph = quantized_graph(model, step, samples, found)
     runner = sessions(graph, step, options.max_sessions)
-    # At the serving batch size: at 16 rows the runtime would keep buffers sized for 16 (tens of MiB).
-    verdict = compare_models(model, runner, samples.holdout, options.gate, batch=gate_batch(step))
-    if not verdict.passed:
-        raise GateRejected(verdict)
-    runner.measured = verdict.agreement.as_metrics()
-    log.info("int8: %s", verdict.reason)
+    runner.measured = gate_held_out("int8", model, runner, samples.holdout, options.gate, step)
     return runner
 
 

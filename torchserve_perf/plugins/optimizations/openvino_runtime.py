@@ -28,13 +28,11 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, GateRejected, compare_models, gate_batch
+from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, gate_held_out
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import for_threads, session_threads
-
-log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
 Precision = Literal["f32", "bf16"]
 
@@ -197,18 +195,10 @@ def quantized_model(model: Callable[..., Any], step: StepContext, samples: calib
 
 def apply_int8(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
     options: OpenVinoInt8Options = step.options
-    found = calibration.find(options.calibration)
-    if found is None:
-        raise Unavailable(f"no calibration samples ({options.calibration} not found)")
-    samples = calibration.load(found, options.holdout_every, step.example)
+    found, samples = calibration.required(options.calibration, options.holdout_every, step.example)
     quantized = quantized_model(model, step, samples, found)
     runner = compile_models(quantized, step, "f32", options.max_models)
-    # At the serving batch size: at 16 rows the runtime would keep buffers sized for 16 (tens of MiB).
-    verdict = compare_models(model, runner, samples.holdout, options.gate, batch=gate_batch(step))
-    if not verdict.passed:
-        raise GateRejected(verdict)
-    runner.measured = verdict.agreement.as_metrics()
-    log.info("openvino_int8: %s", verdict.reason)
+    runner.measured = gate_held_out("openvino_int8", model, runner, samples.holdout, options.gate, step)
     return runner
 
 
