@@ -37,12 +37,11 @@ from torchserve_perf.models.resnet50 import ResNet50
 from torchserve_perf.models.seeded import seeded_state_dict
 from torchserve_perf.plugins.optimizations import Runtime, StepContext, standard_registry
 from torchserve_perf.plugins.optimizations import calibration as calibration_file
-from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, compare_models
+from torchserve_perf.plugins.optimizations.accuracy_gate import compare_models
 from torchserve_perf.tools import int8_accuracy
 from torchserve_perf.tools.int8_accuracy import QUANTIZERS, build_quantized, quantizer_options
 
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {"resnet18": ResNet18, "resnet50": ResNet50}
-OPEN_GATE = GateConfig(threshold=0.0, min_topk_overlap=0.0, min_samples=1)  # measure, never refuse
 INT8 = ("int8", "openvino_int8", "pt2e")
 
 
@@ -134,7 +133,7 @@ def bench_model(label: str, paths: list[str], args: argparse.Namespace, registry
             row: dict[str, Any] = {"model": label, "path": name, "ms_per_image": round(ms, 2),
                                    "build_s": round(build_s, 1)}
             if name in INT8 or "bf16" in name:
-                verdict = compare_models(model, built, samples.holdout, OPEN_GATE)
+                verdict = compare_models(model, built, samples.holdout, int8_accuracy.open_gate())
                 row["top1_agreement"] = round(verdict.agreement.top1, 4)
                 row["top5_overlap"] = round(verdict.agreement.topk_overlap, 4)
             rows.append(row)

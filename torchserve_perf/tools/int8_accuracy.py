@@ -11,14 +11,18 @@ from typing import Any, Callable, Optional, Sequence
 QUANTIZERS = ("openvino_int8", "int8")  # the shipped ones (docs/int8.md)
 
 
-def quantizer_options(name: str, registry: Any, calibration: Path) -> Any:
-    """``name``'s options calibrated on ``calibration`` with a gate that never refuses (this measures)."""
+def open_gate() -> Any:
+    """A gate that measures and never refuses (built on call: importing this module imports no torch)."""
     from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig
 
+    return GateConfig(threshold=0.0, min_topk_overlap=0.0, min_samples=1)
+
+
+def quantizer_options(name: str, registry: Any, calibration: Path) -> Any:
+    """``name``'s options calibrated on ``calibration`` with a gate that never refuses (this measures)."""
     spec = registry.get(name)
-    open_gate = GateConfig(threshold=0.0, min_topk_overlap=0.0, min_samples=1)
     extra = {"cache": False, "prebuilt": ""} if name == "int8" else {}
-    return spec.options_class(calibration=str(calibration), gate=open_gate, **extra)
+    return spec.options_class(calibration=str(calibration), gate=open_gate(), **extra)
 
 
 def build_quantized(name: str, model: Any, step: Any, registry: Any) -> Callable[..., Any]:
