@@ -18,7 +18,25 @@ from typing import Any, Optional
 
 import torch
 
+from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig
+
 DEFAULT_FILE = "calibration.pt"
+
+
+@dataclass(frozen=True)
+class CalibratedOptions:
+    """The options every calibrated (int8) plugin takes; each plugin's own options extend them."""
+
+    calibration: str = DEFAULT_FILE  # the samples file, relative to the worker's folder (the model's)
+    holdout_every: int = 4  # every Nth sample is held out for the accuracy gate
+    gate: GateConfig = GateConfig()
+    cache: bool = True  # keep the quantized model in the worker's cache dir
+
+    def __post_init__(self) -> None:
+        if self.holdout_every < 2:
+            raise ConfigValueError("holdout_every", f"{self.holdout_every} leaves nothing to calibrate with",
+                                   "give at least 2 (every Nth sample is held out for the gate)")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, gate_held_out
+from torchserve_perf.plugins.optimizations.accuracy_gate import gate_held_out
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import (
@@ -45,22 +45,15 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 @dataclass(frozen=True)
-class Int8Options:
-    # The calibration samples (calibration.py), relative to the worker's folder (the model's).
-    calibration: str = calibration.DEFAULT_FILE
-    holdout_every: int = 4  # every 4th sample is held out for the gate
+class Int8Options(calibration.CalibratedOptions):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     # A graph quantized at archive time (torchserve-perf archive --calibration); used when present.
     prebuilt: str = "model.int8.onnx"
-    gate: GateConfig = GateConfig()
     max_sessions: int = 3  # sessions kept to follow elastic threads, as for onnxruntime
-    cache: bool = True  # keep the quantized graph in the worker's cache dir
 
     def __post_init__(self) -> None:
-        if self.holdout_every < 2:
-            raise ConfigValueError("holdout_every", f"{self.holdout_every} leaves nothing to calibrate with",
-                                   "give at least 2 (every Nth sample is held out for the gate)")
+        super().__post_init__()
         if self.max_sessions < 1:
             raise ConfigValueError("max_sessions", f"{self.max_sessions} is below 1", "give at least 1")
 

@@ -28,7 +28,7 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import GateConfig, gate_held_out
+from torchserve_perf.plugins.optimizations.accuracy_gate import gate_held_out
 from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
@@ -48,18 +48,12 @@ class OpenVinoOptions:
 
 
 @dataclass(frozen=True)
-class OpenVinoInt8Options:
-    calibration: str = calibration.DEFAULT_FILE  # relative to the worker's folder (the model's)
-    holdout_every: int = 4
+class OpenVinoInt8Options(calibration.CalibratedOptions):
     preset: Literal["performance", "mixed"] = "performance"  # NNCF: symmetric, or asymmetric activations
-    gate: GateConfig = GateConfig()
     max_models: int = 3
-    cache: bool = True  # keep the quantized model in the worker's cache dir
 
     def __post_init__(self) -> None:
-        if self.holdout_every < 2:
-            raise ConfigValueError("holdout_every", f"{self.holdout_every} leaves nothing to calibrate with",
-                                   "give at least 2 (every Nth sample is held out for the gate)")
+        super().__post_init__()
         if self.max_models < 1:
             raise ConfigValueError("max_models", f"{self.max_models} is below 1", "give at least 1")
 
