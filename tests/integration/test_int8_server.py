@@ -97,6 +97,18 @@ def test_calibration_that_fails_the_gate_serves_fp32_and_says_why(digits_server)
     assert summary and "applied int8" not in summary[0] and "int8 top-1 agreement with fp32" in summary[0]
 
 
+def test_workers_use_the_graph_quantized_at_archive_time(digits_server):
+    import zipfile
+
+    server, _, _ = digits_server
+    names = zipfile.ZipFile(server.model_store / "digits_int8.mar").namelist()
+    assert any(n.startswith("quantized/int8/") and n.endswith(".onnx") for n in names), names
+    assert any(n.startswith("quantized/references/") for n in names), names
+    log = [line for line in server.read_log("model_log.log").splitlines() if "digits_int8" in line]
+    assert any("int8: using the model quantized at archive time" in line for line in log), log[-20:]
+    assert not any("read the quantized model from the cache" in line for line in log)
+
+
 def test_a_restarted_int8_worker_reads_the_quantized_graph_and_is_ready_in_seconds(digits_server):
     server, model, data = digits_server
     assert server.manage("DELETE", "models/digits_int8").status_code == 200
@@ -107,7 +119,7 @@ def test_a_restarted_int8_worker_reads_the_quantized_graph_and_is_ready_in_secon
     answer = server.predict("digits_int8", json_body={"inputs": data.test_x[:1].tolist()})
     assert answer.status_code == 200 and int(np.argmax(answer.json()[0])) == int(model(data.test_x[:1]).argmax())
     log = server.read_log("model_log.log").splitlines()
-    assert any("int8: read the quantized graph from the cache" in line for line in log if "digits_int8" in line)
+    assert sum("int8: using the model quantized at archive time" in line for line in log if "digits_int8" in line) == 2
     summaries = [line for line in log if "optimizations for digits_int8:" in line]
     assert len(summaries) == 2 and "applied int8" in summaries[-1]
     assert ready_s < 30, f"restart took {ready_s:.1f} s"

@@ -45,8 +45,8 @@ def test_calibration_refusals_name_the_fix(tmp_path, files, section, words):
 @pytest.mark.parametrize("section, expected", [
     ({"chain": ["auto"], "auto": {"budget_s": 30, "candidates": ["torchscript", "onnxruntime"]}},
      {"chain": ["auto"], "auto": {"budget_s": 30, "candidates": ["openvino_int8", "int8", "torchscript", "onnxruntime"],
-                                  "allow": ["int8", "openvino_int8"]}}),
-    ({"chain": ["auto"]}, {"chain": ["auto"], "auto": {"allow": ["int8", "openvino_int8"]}}),
+                                  "allow": ["int8", "openvino_int8"], "gated_first": True}}),
+    ({"chain": ["auto"]}, {"chain": ["auto"], "auto": {"allow": ["int8", "openvino_int8"], "gated_first": True}}),
     ({"chain": ["torchscript"]}, {"chain": ["torchscript"]}),         # an explicit chain is the user's
 ])
 def test_with_int8_table(section, expected):

@@ -112,17 +112,26 @@ def first_output(value: Any) -> torch.Tensor:
     raise TypeError(f"cannot rank labels from a {type(value).__name__} output")
 
 
+def scores(model: Callable[..., Any], samples: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """``model``'s scores (its first output, as float32) on ``samples``, ``batch`` rows per call."""
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, samples.shape[0], batch):
+            chunks.append(first_output(model(samples[start:start + batch])).detach().float().cpu())
+    return torch.cat(chunks, dim=0)
+
+
+def compare_scores(reference: torch.Tensor, candidate: Callable[..., Any], samples: torch.Tensor,
+                   config: GateConfig, batch: int = 16) -> Verdict:
+    """Judge ``candidate`` on ``samples`` against the reference's scores on the same samples."""
+    got = scores(candidate, samples, batch)
+    return judge(agreement(ranked(reference, config.topk), ranked(got, config.topk), config.topk), config)
+
+
 def compare_models(reference: Callable[..., Any], candidate: Callable[..., Any], samples: torch.Tensor,
                    config: GateConfig, batch: int = 16) -> Verdict:
     """Run the held-out ``samples`` through both models, ``batch`` rows at a time, and judge."""
-    ref_labels: list[list[int]] = []
-    got_labels: list[list[int]] = []
-    with torch.inference_mode():
-        for start in range(0, samples.shape[0], batch):
-            chunk = samples[start:start + batch]
-            ref_labels += ranked(first_output(reference(chunk)), config.topk)
-            got_labels += ranked(first_output(candidate(chunk)), config.topk)
-    return judge(agreement(ref_labels, got_labels, config.topk), config)
+    return compare_scores(scores(reference, samples, batch), candidate, samples, config, batch)
 
 
 def gate_batch(step: Any) -> int:
@@ -140,11 +149,12 @@ def accepted(verdict: Verdict, name: str) -> dict[str, float]:
     return verdict.agreement.as_metrics()
 
 
-def gate_held_out(name: str, reference: Callable[..., Any], candidate: Callable[..., Any], holdout: torch.Tensor,
+def gate_held_out(name: str, reference: torch.Tensor, candidate: Callable[..., Any], holdout: torch.Tensor,
                   config: GateConfig, step: Any) -> dict[str, float]:
-    """The gate on the held-out calibration samples, at the serving batch size: at 16 rows a runtime
-    would keep buffers sized for 16 (tens of MiB). :func:`accepted` of the verdict."""
-    return accepted(compare_models(reference, candidate, holdout, config, batch=gate_batch(step)), name)
+    """The gate on the held-out calibration samples against fp32's scores on them (``reference``;
+    calibration.reference_scores), at the serving batch size: at 16 rows a runtime would keep
+    buffers sized for 16 (tens of MiB). :func:`accepted` of the verdict."""
+    return accepted(compare_scores(reference, candidate, holdout, config, batch=gate_batch(step)), name)
 
 
 class GateRejected(Unavailable):

@@ -124,6 +124,11 @@ def _reuse(model: nn.Module, cached: dict, config: OptimizationConfig, reference
     return AutoOutcome(chain=outcome, reason=reason, seconds=total, trials={}, cached=True)
 
 
+def gated(chain: tuple[str, ...], registry: Registry) -> bool:
+    """Whether a chain judges its own accuracy (an accuracy-gated plugin is in it)."""
+    return any(registry.get(name).gated for name in chain)
+
+
 def kept_candidates(model: nn.Module, keep_mb: int) -> int:
     """How many built candidates the search may hold at once for its final round in turns: each is
     taken to cost about twice the model's weights (a converted copy, plus workspace)."""
@@ -173,6 +178,8 @@ def search(model: nn.Module, config: OptimizationConfig, reference: Reference, r
     budget = config.auto.budget_s
     x = reference.largest
     chains, left_out = candidates(model, config, reference, runtime, registry)
+    if config.auto.gated_first:  # stable: each group keeps its order
+        chains.sort(key=lambda chain: not gated(chain, registry))
     trials: dict[str, object] = dict(left_out)  # candidate -> seconds per call, or why it was not kept
     eager_s = time_per_call(model, x, config.auto.repeats)
     best: Optional[tuple[float, ChainOutcome]] = None
@@ -185,6 +192,10 @@ def search(model: nn.Module, config: OptimizationConfig, reference: Reference, r
         elapsed = time.perf_counter() - started
         if elapsed >= budget:
             trials[label] = f"not tried: the {budget:g} s budget was spent"
+            continue
+        if best is not None and config.auto.gated_first and not gated(chain, registry) \
+                and eager_s / best[0] >= config.auto.min_speedup:
+            trials[label] = "not timed: a gated candidate passed its accuracy gate first (auto.gated_first)"
             continue
         outcome = run_chain(model, chain, reference, config, runtime, registry, announce=False)
         measured.update(outcome.measured)

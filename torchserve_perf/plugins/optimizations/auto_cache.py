@@ -21,6 +21,7 @@ import os
 import platform
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
@@ -46,10 +47,34 @@ def shared_dir() -> Optional[str]:
     return str(folder) if os.access(folder, os.W_OK) else None
 
 
+# model -> (what its tensors were when hashed, the digest): a load hashes one model for auto's key and
+# for each gated plugin's artefacts; weakly held, so a model dropped after the load is not kept.
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature(state: Mapping[str, Any]) -> tuple:
+    """Where each tensor lives and its version counter: an in-place write or a new tensor changes it."""
+    return tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype))
+                 for name, t in sorted(state.items()) if isinstance(t, torch.Tensor))
+
+
 def model_digest(model: Any) -> str:
     """The model's class and every parameter and buffer (name, dtype, shape, bytes)."""
-    digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     state = model.state_dict() if hasattr(model, "state_dict") else {}
+    try:
+        signature = _signature(state)
+        known = _DIGESTS.get(model)
+    except (TypeError, RuntimeError):  # not weakly referenceable, or inference tensors (no version counter)
+        return _hash_state(model, state)
+    if known is not None and known[0] == signature:
+        return known[1]
+    value = _hash_state(model, state)
+    _DIGESTS[model] = (signature, value)
+    return value
+
+
+def _hash_state(model: Any, state: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     for name, tensor in sorted(state.items()):
         if not isinstance(tensor, torch.Tensor):
             continue

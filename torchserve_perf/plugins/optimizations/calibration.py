@@ -11,6 +11,7 @@ out for the accuracy gate (accuracy_gate.py), so the gate judges on inputs the q
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,23 @@ class CalibratedOptions:
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    calibrate: torch.Tensor  # [N, ...] inputs the quantizer sees
-    holdout: torch.Tensor  # [M, ...] inputs only the gate sees
+    """The samples file's rows, split. The file is memory-mapped and each part copied out when first
+    read: a worker whose quantized model is already built reads only the held-out rows."""
+
+    rows: torch.Tensor  # [N + M, ...] every sample, as stored
+    kept: tuple[int, ...]
+    held: tuple[int, ...]
     source: str  # where they came from, for messages
+
+    @functools.cached_property
+    def calibrate(self) -> torch.Tensor:
+        """[N, ...] inputs the quantizer sees."""
+        return self.rows[list(self.kept)]
+
+    @functools.cached_property
+    def holdout(self) -> torch.Tensor:
+        """[M, ...] inputs only the gate sees."""
+        return self.rows[list(self.held)]
 
 
 def split(count: int, holdout_every: int) -> tuple[list[int], list[int]]:
@@ -66,7 +81,7 @@ def find(path: str, base: Optional[str] = None) -> Optional[Path]:
 
 def load(path: Path, holdout_every: int, example: torch.Tensor) -> CalibrationSet:
     """Read a saved tensor of samples (``torch.save``, weights-only) shaped like the model's input rows."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if isinstance(data, dict):
         data = data.get("samples")
     if not isinstance(data, torch.Tensor) or data.dim() < 1:
@@ -74,9 +89,8 @@ def load(path: Path, holdout_every: int, example: torch.Tensor) -> CalibrationSe
     if tuple(data.shape[1:]) != tuple(example.shape[1:]):
         raise ValueError(f"{path}: samples of shape {list(data.shape[1:])}, but the model's input rows are "
                          f"{list(example.shape[1:])}; rebuild the archive with --calibration")
-    data = data.to(example.dtype)
     kept, held = split(int(data.shape[0]), holdout_every)
-    return CalibrationSet(calibrate=data[kept], holdout=data[held], source=str(path))
+    return CalibrationSet(rows=data.to(example.dtype), kept=tuple(kept), held=tuple(held), source=str(path))
 
 
 def required(name: str, holdout_every: int, example: torch.Tensor) -> tuple[Path, CalibrationSet]:
@@ -89,15 +103,49 @@ def required(name: str, holdout_every: int, example: torch.Tensor) -> tuple[Path
     return found, load(found, holdout_every, example)
 
 
-def artefact_key(model: Any, samples_file: Path, *settings: Any) -> str:
-    """The name of a quantized artefact in the cache: the model's weights, the calibration file's
-    bytes, the torch version and the quantizer's own version and settings (``settings``)."""
-    from torchserve_perf.plugins.optimizations.auto_cache import model_digest
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
 
-    digest = hashlib.sha256(model_digest(model).encode())
-    digest.update(hashlib.sha256(samples_file.read_bytes()).digest())
+
+def file_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes, hashed once per path, size and modification time."""
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def artefact_key(model_digest: str, samples_file: Path, *settings: Any) -> str:
+    """The name of a quantized artefact (quantized_store.py): the model's weights (``model_digest``,
+    auto_cache.model_digest), the calibration file's bytes, the torch version and the quantizer's own
+    version and settings (``settings``)."""
+    digest = hashlib.sha256(model_digest.encode())
+    digest.update(file_digest(samples_file))
     digest.update("|".join(str(s) for s in (torch.__version__, *settings)).encode())
     return digest.hexdigest()[:32]
+
+
+def reference_scores(model: Any, model_digest: str, samples_file: Path, samples: CalibrationSet,
+                     holdout_every: int, batch: int, cache_dir: Optional[str]) -> torch.Tensor:
+    """fp32's scores on the held-out samples, which every gate compares with: they depend only on the
+    model and the calibration file, so they are stored like a quantized model (in the archive when
+    it was built with --calibration, else in the host's cache) and eager runs them once per host."""
+    from torchserve_perf.plugins.optimizations.accuracy_gate import scores
+    from torchserve_perf.plugins.optimizations.quantized_store import QuantizedStore
+
+    def read(path: Path) -> torch.Tensor:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(stored, torch.Tensor) or stored.shape[0] != samples.holdout.shape[0]:
+            raise ValueError(f"{path}: not the scores of {samples.holdout.shape[0]} held-out samples")
+        return stored
+
+    store = QuantizedStore("references", artefact_key(model_digest, samples_file, "fp32", holdout_every), (".pt",),
+                           cache_dir)
+    return store.get(lambda: scores(model, samples.holdout, batch), read,
+                     lambda value, path: torch.save(value.contiguous(), path))
 
 
 def save(samples: torch.Tensor, path: Path) -> Path:

@@ -80,6 +80,10 @@ class AutoConfig:
     # --calibration allows its int8 plugins.
     allow: tuple[str, ...] = ()
     min_speedup: float = 1.05  # keep eager unless a chain is at least this much faster
+    # Try the gated candidates (int8, judged by their accuracy gate) first, and when one passes its
+    # gate and beats eager by min_speedup, choose among them without timing the lossless ones (the
+    # fallback when none passes). An archive built with --calibration sets it: its user asked for int8.
+    gated_first: bool = False
     repeats: int = 5  # timed runs per candidate (the fastest counts)
     # Memory the search may hold in built candidates (estimated from the model's weights) so that,
     # after each is timed alone, all of them and eager are timed again in turns: a burst of load

@@ -71,6 +71,8 @@ class OptimizationPlugin:
     ``lossy``: the plugin changes numerics on purpose (int8, bf16), so parity uses the looser
     ``parity.lossy_rtol`` / ``parity.lossy_atol``.
     ``needs_module``: ``apply`` needs an ``nn.Module`` (not, say, an ONNX Runtime session).
+    ``gated``: the plugin judges its own accuracy (an accuracy gate, raising ``Unavailable`` when
+    it fails), so parity does not compare its outputs; ``auto.gated_first`` tries it first.
     ``auto_candidates``: the chains ``auto`` tries with this plugin (:class:`AutoCandidate`).
     """
 
@@ -79,6 +81,7 @@ class OptimizationPlugin:
     options_class: ClassVar[Optional[type]] = None
     lossy: ClassVar[bool] = False
     needs_module: ClassVar[bool] = True
+    gated: ClassVar[bool] = False
     auto_candidates: ClassVar[tuple[AutoCandidate, ...]] = ()
 
     def unavailable(self, model: Callable[..., Any], step: StepContext) -> Optional[str]:

@@ -7,10 +7,11 @@ Before it is kept, the held-out samples run through the fp32 model and the int8 
 accuracy gate (accuracy_gate.py) must pass; otherwise the step is dropped with the measured
 agreement and the worker keeps its fp32 path.
 
-Quantizing costs seconds to minutes, so the quantized graph is written once per model, calibration
-set and host under the worker's cache dir (``int8/``; the first worker quantizes under a lock,
-the others and restarts read it). An archive may also carry a graph quantized when it was built
-(``prebuilt``): it is then used as it is, and only the gate runs at load.
+Quantizing costs seconds to minutes, so ``torchserve-perf archive --calibration`` quantizes when it
+builds the archive and the archive carries the graph (quantized_store.py); without it, the first
+worker on a host quantizes (under a lock) and writes the graph to the host's cache (``int8/``) for
+the others and for restarts. A graph the user quantized may also be given as ``prebuilt``: it is
+used as it is. In every case the gate runs at load, on this host's kernels.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import gate_held_out
-from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
+from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, gate_held_out
+from torchserve_perf.plugins.optimizations.auto_cache import model_digest
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import (
     OnnxRuntimeModel,
@@ -38,6 +39,7 @@ from torchserve_perf.plugins.optimizations.onnx_runtime import (
     export,
     make_session,
 )
+from torchserve_perf.plugins.optimizations.quantized_store import QuantizedStore
 
 log = logging.getLogger("torchserve_perf.plugins.optimizations")
 
@@ -104,40 +106,25 @@ def quantize(proto: bytes, samples: torch.Tensor, options: Int8Options) -> bytes
         return Path(int8).read_bytes()
 
 
-def cache_key(model: Any, calibration_file: Path, options: Int8Options, shape: tuple[int, ...]) -> str:
+def cache_key(model_digest: str, calibration_file: Path, options: Int8Options, shape: tuple[int, ...]) -> str:
     import onnxruntime
 
-    return calibration.artefact_key(model, calibration_file, "onnxruntime", onnxruntime.__version__, options.method,
-                                    options.per_channel, options.holdout_every, list(shape))
+    return calibration.artefact_key(model_digest, calibration_file, "onnxruntime", onnxruntime.__version__,
+                                    options.method, options.per_channel, options.holdout_every, list(shape))
 
 
 def quantized_graph(model: torch.nn.Module, step: StepContext, samples: calibration.CalibrationSet,
-                    found: Path) -> bytes:
-    """The prebuilt graph, the cached one, or a new one (written to the cache)."""
+                    found: Path, model_digest: str) -> bytes:
+    """The ``prebuilt`` graph, else the archive's, the cached one or a new one (quantized_store.py)."""
     options: Int8Options = step.options
     prebuilt = calibration.find(options.prebuilt)
     if prebuilt is not None:
         log.info("int8: using the graph quantized at archive time, %s", prebuilt)
         return prebuilt.read_bytes()
-
-    def build() -> bytes:
-        return quantize(export(model, step, "torchscript", None), samples.calibrate, options)
-
-    if not (options.cache and step.runtime.cache_dir):
-        return build()
-    cache = ChoiceCache(Path(step.runtime.cache_dir) / "int8")
-    key = cache_key(model, found, options, tuple(step.example.shape[1:]))
-    path = cache.directory / f"{key}.onnx"
-    with cache.locked(key):
-        if path.is_file():
-            log.info("int8: read the quantized graph from the cache, %s", path)
-            return path.read_bytes()
-        graph = build()
-        fd, tmp = tempfile.mkstemp(dir=cache.directory, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(graph)
-        os.replace(tmp, path)
-        return graph
+    store = QuantizedStore("int8", cache_key(model_digest, found, options, tuple(step.example.shape[1:])),
+                           (".onnx",), step.runtime.cache_dir if options.cache else None)
+    return store.get(lambda: quantize(export(model, step, "torchscript", None), samples.calibrate, options),
+                     lambda path: path.read_bytes(), lambda graph, path: path.write_bytes(graph))
 
 
 def sessions(graph: bytes, step: StepContext, max_sessions: int) -> QuantizedModel:
@@ -161,9 +148,12 @@ def apply(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
         raise Unavailable(f"cannot quantize a {type(model).__name__}; put int8 first in the chain")
     options: Int8Options = step.options
     found, samples = calibration.required(options.calibration, options.holdout_every, step.example)
-    graph = quantized_graph(model, step, samples, found)
+    digest = model_digest(model)
+    graph = quantized_graph(model, step, samples, found, digest)
     runner = sessions(graph, step, options.max_sessions)
-    runner.measured = gate_held_out("int8", model, runner, samples.holdout, options.gate, step)
+    reference = calibration.reference_scores(model, digest, found, samples, options.holdout_every,
+                                             gate_batch(step), step.runtime.cache_dir if options.cache else None)
+    runner.measured = gate_held_out("int8", reference, runner, samples.holdout, options.gate, step)
     return runner
 
 

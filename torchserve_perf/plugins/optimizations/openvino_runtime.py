@@ -17,8 +17,6 @@ import contextlib
 import importlib.util
 import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -27,12 +25,12 @@ import numpy as np
 import torch
 
 from torchserve_perf.plugins.config import ConfigValueError
-from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import gate_held_out
-from torchserve_perf.plugins.optimizations.auto_cache import ChoiceCache
+from torchserve_perf.plugins.optimizations import auto_cache, calibration
+from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, gate_held_out
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import for_threads, session_threads
+from torchserve_perf.plugins.optimizations.quantized_store import QuantizedStore
 
 Precision = Literal["f32", "bf16"]
 
@@ -108,6 +106,8 @@ def compile_models(ov_model: Any, step: StepContext, precision: Precision, max_m
     if runtime.intra_op_max > runtime.intra_op_threads:
         counts = session_threads(runtime.intra_op_threads, runtime.intra_op_max, max_models)
     core = ov.Core()
+    if runtime.cache_dir:  # OpenVINO's own cache of compiled models: a restarted worker imports, not compiles
+        core.set_property({"CACHE_DIR": str(Path(runtime.cache_dir) / "openvino_compiled")})
     compiled = {n: core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": n,
                                                          "INFERENCE_PRECISION_HINT": precision,
                                                          "PERFORMANCE_HINT": hint,
@@ -161,38 +161,31 @@ def quantize(ov_model: Any, samples: torch.Tensor, preset: str) -> Any:
 
 
 def quantized_model(model: Callable[..., Any], step: StepContext, samples: calibration.CalibrationSet,
-                    found: Path) -> Any:
-    """NNCF's int8 model, quantized once per model, calibration set and host (the worker's cache dir).
-    NNCF is imported only to quantize: a worker that finds the cached model does not pay its ~20 MiB."""
+                    found: Path, model_digest: str) -> Any:
+    """NNCF's int8 model: the archive's, the host's cached one, or quantized now (quantized_store.py).
+    NNCF is imported only to quantize: a worker that finds the model does not pay its ~20 MiB."""
     from importlib.metadata import version
 
     import openvino as ov
 
     options: OpenVinoInt8Options = step.options
-    if not (options.cache and step.runtime.cache_dir):
-        return quantize(convert(model, step), samples.calibrate, options.preset)
-    cache = ChoiceCache(Path(step.runtime.cache_dir) / "openvino_int8")
-    key = calibration.artefact_key(model, found, "openvino", ov.__version__, version("nncf"), options.preset,
+    key = calibration.artefact_key(model_digest, found, "openvino", ov.__version__, version("nncf"), options.preset,
                                    options.holdout_every, list(step.example.shape[1:]), step.dynamic_dims)
-    path = cache.directory / f"{key}.xml"
-    with cache.locked(key):
-        if path.is_file() and path.with_suffix(".bin").is_file():
-            return ov.Core().read_model(str(path))
-        quantized = quantize(convert(model, step), samples.calibrate, options.preset)
-        with tempfile.TemporaryDirectory(dir=cache.directory) as tmp:  # whole files appear, or none
-            staged = Path(tmp) / path.name
-            ov.save_model(quantized, str(staged), compress_to_fp16=False)
-            os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
-            os.replace(staged, path)
-        return quantized
+    store = QuantizedStore("openvino_int8", key, (".xml", ".bin"), step.runtime.cache_dir if options.cache else None)
+    return store.get(lambda: quantize(convert(model, step), samples.calibrate, options.preset),
+                     lambda path: ov.Core().read_model(str(path)),
+                     lambda quantized, path: ov.save_model(quantized, str(path), compress_to_fp16=False))
 
 
 def apply_int8(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
     options: OpenVinoInt8Options = step.options
     found, samples = calibration.required(options.calibration, options.holdout_every, step.example)
-    quantized = quantized_model(model, step, samples, found)
+    digest = auto_cache.model_digest(model)
+    quantized = quantized_model(model, step, samples, found, digest)
     runner = compile_models(quantized, step, "f32", options.max_models)
-    runner.measured = gate_held_out("openvino_int8", model, runner, samples.holdout, options.gate, step)
+    reference = calibration.reference_scores(model, digest, found, samples, options.holdout_every,
+                                             gate_batch(step), step.runtime.cache_dir if options.cache else None)
+    runner.measured = gate_held_out("openvino_int8", reference, runner, samples.holdout, options.gate, step)
     return runner
 
 

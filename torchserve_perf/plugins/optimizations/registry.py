@@ -133,7 +133,7 @@ def validate(plugin: PluginLike) -> OptimizationSpec:
         instance = plugin
     declared: dict[str, Any] = {key: getattr(instance, key, default) for key, default in (
         ("name", None), ("description", ""), ("options_class", None), ("lossy", None), ("needs_module", None),
-        ("auto_candidates", ()))}
+        ("gated", None), ("auto_candidates", ()))}
     name = declared["name"]
     _check_name(label, name, CLASS_WORDING)
     if not callable(getattr(instance, "apply", None)) or _is_abstract(instance, "apply"):

@@ -1,9 +1,10 @@
 """``--calibration DIR``: request bodies (images, .npy, JSON) turned into the model inputs the handler
 would make of them, stored in the archive for the int8 plugins (plugins/optimizations/calibration.py).
 
-The archive also lets auto consider int8: its ``auto`` section lists the int8 candidate and allows
-it (``auto.allow``), so a worker quantizes once per host, keeps int8 only if the accuracy gate
-passes on the held-out samples, and otherwise serves its best fp32 chain and says why.
+The archive also lets auto consider int8: its ``auto`` section lists the int8 candidates, allows
+them (``auto.allow``) and tries them first (``auto.gated_first``). The models are quantized now
+(prequantize.py) and carried in the archive; a worker keeps int8 only if the accuracy gate passes on
+the held-out samples, and otherwise times its fp32 candidates, serves the best and says why.
 """
 
 from __future__ import annotations
@@ -91,19 +92,30 @@ def with_int8(model_config: Mapping[str, Any]) -> dict[str, Any]:
     if auto.get("candidates"):
         auto["candidates"] = [*INT8_PLUGINS, *(c for c in auto["candidates"] if c not in INT8_PLUGINS)]
     auto["allow"] = sorted(set(auto.get("allow") or []) | set(INT8_PLUGINS))
+    auto.setdefault("gated_first", True)  # asked for int8: fp32 candidates are the fallback
     section["auto"] = auto
     handler["optimizations"] = section
     config["handler"] = handler
     return config
 
 
-def add_calibration(plan: Any, section: Optional[str], directory: Path, staging: Path) -> Any:
+def add_calibration(plan: Any, section: Optional[str], directory: Path, staging: Path,
+                    quantize: bool = True) -> Any:
     """``plan`` (an ArchivePlan) with the samples of ``directory`` as an extra file (written under
-    ``staging``, which must outlive the build) and auto allowed to try int8."""
+    ``staging``, which must outlive the build) and auto allowed to try int8. ``quantize``: also
+    quantize now (prequantize.py) and carry the int8 models, so workers do not quantize at load."""
     import dataclasses
 
     from torchserve_perf.plugins.optimizations import calibration
+    from torchserve_perf.plugins.optimizations.quantized_store import ARCHIVE_DIR
+    from torchserve_perf.tools.archive.prequantize import prequantize
 
     samples = calibration_samples(directory, section, plan.model_config)
     path = calibration.save(samples, staging / calibration.DEFAULT_FILE)
-    return dataclasses.replace(plan, model_config=with_int8(plan.model_config), extra_files=(*plan.extra_files, path))
+    plan = dataclasses.replace(plan, model_config=with_int8(plan.model_config), extra_files=(*plan.extra_files, path))
+    if not quantize:
+        return plan
+    folder = staging / ARCHIVE_DIR
+    for name, outcome in prequantize(plan, path, folder).items():
+        print(f"int8 ({name}): {outcome}", flush=True)
+    return dataclasses.replace(plan, extra_files=(*plan.extra_files, folder)) if folder.is_dir() else plan

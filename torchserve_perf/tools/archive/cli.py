@@ -83,9 +83,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                             "passes parity, cached per host; none: eager; or a chain such as "
                             "channels_last,torchscript (docs/optimizations.md)")
     serve.add_argument("--calibration", type=Path, metavar="DIR",
-                       help="a folder of request bodies (images, .npy, JSON) like your traffic: stored as model "
-                            "inputs so workers may quantize to int8, kept only if the accuracy gate passes "
-                            "(docs/int8.md)")
+                       help="a folder of request bodies (images, .npy, JSON) like your traffic: the model is "
+                            "quantized to int8 on them now and carried in the archive; workers keep int8 only "
+                            "if the accuracy gate passes on held-out samples (docs/int8.md)")
     serve.add_argument("--model-config", type=Path,
                        help="your own model-config.yaml, merged over the defaults (its handler: sections too)")
     out = parser.add_argument_group("output")
