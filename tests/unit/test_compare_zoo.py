@@ -122,7 +122,9 @@ def test_report_judges_every_family_and_names_phases_when_short(tmp_path: Path) 
     assert row["met"] is False
     text = render_zoo(report)
     assert "## resnet50" in text and "300 MiB (2 workers)" in text and "auto chose channels_last" in text
-    assert "handler time per batch: inference 200.0 ms (80%)" in text
+    assert "handler time per batch: inference 200.0 ms (80%)" in text and "| goal | clients |" in text
+    unjudged = render_zoo(build_zoo_report(cfg, [family], command="torchserve-perf compare --zoo", wall_s=1.0))
+    assert "| goal | clients |" not in unjudged and "## resnet50" in unjudged  # no --goals: no empty table
 
 
 def test_int8_accuracy_line_gives_points_and_reasons() -> None:

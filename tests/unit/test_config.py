@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 import pytest
 
 from torchserve_perf.handlers.options import ImageOptions
@@ -57,3 +59,28 @@ def test_settings_are_frozen():
     settings = load_settings({}, {})
     with pytest.raises(Exception):
         settings.threads.intra_op = 3  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class _Counts:
+    sessions: int = 1
+    models: int = 1
+
+
+@pytest.mark.parametrize("sessions, models, refused", [
+    (1, 1, None),
+    (3, 2, None),
+    (0, 1, "sessions"),
+    (1, -2, "models"),
+    (0, 0, "sessions"),  # the first one named
+])
+def test_at_least_one_table(sessions, models, refused):
+    from torchserve_perf.plugins.config import ConfigValueError, at_least_one
+
+    counts = _Counts(sessions, models)
+    if refused is None:
+        at_least_one(counts, "sessions", "models")
+        return
+    with pytest.raises(ConfigValueError) as info:
+        at_least_one(counts, "sessions", "models", fix="give one or more")
+    assert info.value.field == refused and "is below 1" in info.value.problem and info.value.fix == "give one or more"

@@ -42,6 +42,15 @@ class ConfigValueError(Exception):
         self.field, self.problem, self.fix = field, problem, fix
 
 
+def at_least_one(options: Any, *names: str, fix: str = "give at least 1") -> None:
+    """For a config class's ``__post_init__``: a ConfigValueError for the first of ``names`` whose
+    value on ``options`` is below 1 (counts: sessions, models, repeats, samples)."""
+    for name in names:
+        value = getattr(options, name)
+        if value < 1:
+            raise ConfigValueError(name, f"{value} is below 1", fix)
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value

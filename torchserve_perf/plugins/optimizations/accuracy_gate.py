@@ -20,7 +20,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
-from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import ConfigValueError, at_least_one
 from torchserve_perf.plugins.optimizations.interface import Unavailable
 
 log = logging.getLogger("torchserve_perf.plugins.optimizations")
@@ -38,9 +38,7 @@ class GateConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigValueError(name, f"{value} is not a share between 0 and 1", "give e.g. 0.99")
-        for name in ("topk", "min_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigValueError(name, f"{getattr(self, name)} is below 1", "give at least 1")
+        at_least_one(self, "topk", "min_samples")
 
 
 @dataclass(frozen=True)

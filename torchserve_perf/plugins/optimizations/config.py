@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from torchserve_perf.plugins.config import (
     ConfigValueError,
     HandlerConfigError,
+    at_least_one,
     build,
     build_fields,
     build_section,
@@ -98,8 +99,7 @@ class AutoConfig:
     def __post_init__(self) -> None:
         if self.budget_s <= 0:
             raise ConfigValueError("budget_s", f"{self.budget_s} is not positive", "give seconds, e.g. 60")
-        if self.repeats < 1:
-            raise ConfigValueError("repeats", f"{self.repeats} is below 1", "give at least 1")
+        at_least_one(self, "repeats")
         if self.min_speedup <= 0:
             raise ConfigValueError("min_speedup", f"{self.min_speedup} is not positive", "give e.g. 1.05")
         if self.keep_mb < 0:

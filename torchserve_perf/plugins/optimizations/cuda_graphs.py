@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Optional
 
 import torch
 
-from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import ConfigValueError, at_least_one
 from torchserve_perf.plugins.optimizations.buckets import BucketedRunner, checked_buckets, pad_rows
 from torchserve_perf.plugins.optimizations.interface import OptimizationSpec, StepContext
 
@@ -38,8 +38,7 @@ class CudaGraphOptions:
     def __post_init__(self) -> None:
         if any(b < 1 for b in self.buckets):
             raise ConfigValueError("buckets", f"{list(self.buckets)} has a size below 1", "give positive batch sizes")
-        if self.warmup_runs < 1:
-            raise ConfigValueError("warmup_runs", f"{self.warmup_runs} is below 1", "give at least 1")
+        at_least_one(self, "warmup_runs")
 
 
 class CapturedGraph:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 import torch
 
-from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import at_least_one
 from torchserve_perf.plugins.optimizations import calibration
 from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, gate_held_out
 from torchserve_perf.plugins.optimizations.auto_cache import model_digest
@@ -56,8 +56,7 @@ class Int8Options(calibration.CalibratedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_sessions < 1:
-            raise ConfigValueError("max_sessions", f"{self.max_sessions} is below 1", "give at least 1")
+        at_least_one(self, "max_sessions")
 
 
 def unavailable(model: Callable[..., Any], step: StepContext) -> Optional[str]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from torchserve_perf.plugins import memory
-from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import at_least_one
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.ort_shared_weights import SharedWeights, prepare, register_shared_arena
 
@@ -60,9 +60,7 @@ class OnnxRuntimeOptions:
     shared_arena: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_sessions < 1:
-            raise ConfigValueError("max_sessions", f"{self.max_sessions} is below 1",
-                                   "give at least 1 (1: one session at the worker's static thread share)")
+        at_least_one(self, "max_sessions", fix="give at least 1 (1: one session at the worker's static thread share)")
 
 
 def for_threads(by_threads: Sequence[tuple[int, T]], threads: int) -> T:

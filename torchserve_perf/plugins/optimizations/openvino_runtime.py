@@ -24,7 +24,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 import torch
 
-from torchserve_perf.plugins.config import ConfigValueError
+from torchserve_perf.plugins.config import at_least_one
 from torchserve_perf.plugins.optimizations import auto_cache, calibration
 from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, gate_held_out
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
@@ -41,8 +41,7 @@ class OpenVinoOptions:
     performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
 
     def __post_init__(self) -> None:
-        if self.max_models < 1:
-            raise ConfigValueError("max_models", f"{self.max_models} is below 1", "give at least 1")
+        at_least_one(self, "max_models")
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,7 @@ class OpenVinoInt8Options(calibration.CalibratedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_models < 1:
-            raise ConfigValueError("max_models", f"{self.max_models} is below 1", "give at least 1")
+        at_least_one(self, "max_models")
 
 
 class OpenVinoModel:

@@ -10,11 +10,12 @@ them only compiles the model and runs the accuracy gate on its own kernels; one 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import logging
+import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -22,8 +23,6 @@ from torchserve_perf.tools.archive.plan import ArchivePlan
 
 # The packages each int8 plugin quantizes with: without them here, the workers quantize at load.
 PACKAGES = {"openvino_int8": ("openvino", "nncf"), "int8": ("onnxruntime", "onnx")}
-
-log = logging.getLogger("torchserve_perf.tools.archive")
 
 
 def int8_plugins(model_config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -49,6 +48,29 @@ def _model(plan: ArchivePlan) -> torch.nn.Module:
 def prequantize(plan: ArchivePlan, samples_file: Path, folder: Path) -> dict[str, str]:
     """Fill ``folder`` (the archive's ``quantized/``) with the int8 models of ``plan``'s plugins and
     fp32's held-out scores. Returns, per plugin, what happened in words (for the archive's output)."""
+    plugins = int8_plugins(plan.model_config)
+    if not plugins or plan.source.kind == "hf":
+        return {}
+    model = _model(plan)
+    with working_folder(folder.parent):  # where the plugins look for an archive's artefacts: none yet
+        return _quantize_all(plan, model, samples_file, folder, plugins)
+
+
+@contextlib.contextmanager
+def working_folder(path: Path) -> Iterator[None]:
+    """Run in ``path``: the plugins look for an archive's ``quantized/`` (and a ``prebuilt`` graph)
+    relative to the working folder, which in a worker is the archive's; here it is the staging folder."""
+    before = os.getcwd()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _quantize_all(plan: ArchivePlan, model: torch.nn.Module, samples_file: Path, folder: Path,
+                  plugins: tuple[str, ...]) -> dict[str, str]:
     from torchserve_perf.plugins.optimizations import calibration
     from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch
     from torchserve_perf.plugins.optimizations.auto_cache import model_digest
@@ -58,15 +80,11 @@ def prequantize(plan: ArchivePlan, samples_file: Path, folder: Path) -> dict[str
     from torchserve_perf.plugins.optimizations.parity import Reference, warmup_inputs
     from torchserve_perf.plugins.optimizations.registry import standard_registry
 
-    plugins = int8_plugins(plan.model_config)
-    if not plugins or plan.source.kind == "hf":
-        return {}
     section = (plan.model_config.get("handler") or {}).get("optimizations") or {}
     config = OptimizationConfig.from_mapping(section, "handler.optimizations")
     registry = standard_registry()
     runtime = Runtime(device=torch.device("cpu"), intra_op_threads=torch.get_num_threads(), inter_op_threads=1,
                       cache_dir=str(folder), batch_size=int(plan.model_config.get("batchSize", 1) or 1))
-    model = _model(plan)
     digest = model_digest(model)
     rows = torch.load(samples_file, map_location="cpu", weights_only=True)["samples"]
     reference = Reference.capture(model, warmup_inputs(rows[:1], config.warmup, runtime))
