@@ -10,6 +10,7 @@ and where our time goes per phase, read from the traces the run wrote.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable, Optional
 from torchserve_perf.tools import paths, serving
 from torchserve_perf.tools.argparsing import command_parser
 from torchserve_perf.tools.loadgen import SAMPLE_TEXT, closed_loop, sample_image
+from torchserve_perf.tools.model_store import DEMO_TEXT
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -33,18 +35,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not (args.store / "resnet18.mar").is_file():
         print(f"{args.store} has no archives: run `make model-store` first", file=sys.stderr)
         return 2
+    # The text model: the small BERT archived from its save_pretrained folder (model_store.build_demo_text);
+    # a store built without the hf extra has only the hashed-token text_classifier.
+    text = DEMO_TEXT if (args.store / f"{DEMO_TEXT}.mar").is_file() else "text_classifier"
     shutil.rmtree(args.out, ignore_errors=True)
     traces = args.out / "traces"
     # absolute: a worker resolves a relative directory against its own cwd, the unpacked archive
     env = {"ENABLE_TORCH_PROFILER": "1", "TS_PERF_PROFILER_DIR": str(traces.resolve())}
     print("starting TorchServe (token auth on) with model_store/ ...", flush=True)
-    server = serving.start(args.store, args.out / "server", env=env, ready_models=["resnet18", "text_classifier"])
+    server = serving.start(args.store, args.out / "server", env=env, models=[f"{m}={m}.mar" for m in ("resnet18", text)],
+                           ready_models=["resnet18", text])
     side: dict[str, dict[int, dict]] = {}
     try:
         loads = {
             "resnet18": server.sender("resnet18", sample_image()),
-            "text_classifier": server.sender("text_classifier", SAMPLE_TEXT),
+            text: server.sender(text, SAMPLE_TEXT),
         }
+        answer = server.predict(text, body=SAMPLE_TEXT)
+        print(f"\n{text} answers {SAMPLE_TEXT.decode()!r} with {json.dumps(answer.json()) if answer.ok else answer.text}")
         print(f"\n{args.concurrency} concurrent clients, {args.seconds:.0f} s per model\n")
         print(f"{'model':<16} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for model, send in loads.items():

@@ -142,6 +142,32 @@ def write_server_config(store: Path) -> Path:
     return path
 
 
+DEMO_TEXT = "text_bert"  # the demo's text model: a small BERT served through archive --hf-model
+
+
+def build_demo_text(store: Path) -> Optional[Path]:
+    """The demo's text model, made the way a user makes one: a small BERT ``save_pretrained`` folder
+    (WordPiece tokenizer trained on the shipped corpus, then a short fine-tuning on it; seconds on CPU)
+    archived by ``torchserve-perf archive --hf-model`` with one worker. None, with the reason
+    printed, when the ``hf`` extra (transformers, tokenizers) is not installed."""
+    import importlib.util
+
+    missing = [p for p in ("transformers", "tokenizers", "safetensors") if importlib.util.find_spec(p) is None]
+    if missing:
+        print(f"skipped {DEMO_TEXT}: {missing[0]} is not installed (pip install 'torchserve-perf[hf]')")
+        return None
+    from torchserve_perf.models.small_bert import SmallBertConfig, write_small_bert
+    from torchserve_perf.tools.archive import main as archive_main
+
+    with tempfile.TemporaryDirectory(prefix="demo-bert-") as tmp:
+        folder = write_small_bert(Path(tmp) / "bert", SmallBertConfig(), trained=True)
+        code = archive_main(["--name", DEMO_TEXT, "--hf-model", str(folder), "--export-path", str(store),
+                             "--workers", "1", "--force"])
+    if code != 0:
+        raise SystemExit(f"archiving {DEMO_TEXT} failed (exit {code})")
+    return store / f"{DEMO_TEXT}.mar"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = command_parser("model-store", description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=Path("model_store"))
@@ -153,6 +179,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             continue
         path = build_archive(spec, args.store, bundle=not args.no_bundle)
         print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if not args.only or DEMO_TEXT in args.only:
+        build_demo_text(args.store)
     print(f"wrote {write_server_config(args.store)}")
     return 0
 
