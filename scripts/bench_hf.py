@@ -107,6 +107,25 @@ def in_process(folder: Path, texts: list[str], rounds: int) -> dict[str, float]:
         return {name: per_request_ms(run, batches, rounds) for name, run in paths_.items()}
 
 
+def benchmark_agreement(folder: Path, texts: list[str]) -> dict[str, float]:
+    """Top-1 agreement with fp32 eager of dynamic int8 on the benchmark's own requests, each run alone
+    (unpadded); and how far apart fp32's two best scores are: seeded weights give near-uniform
+    logits, so there a tiny change flips a label (the trained model's figures are in accuracy())."""
+    model = load_transformers(str(folder), torch.device("cpu"))
+    int8 = torch.ao.quantization.quantize_dynamic(model.module, {torch.nn.Linear}, dtype=torch.qint8)
+    same, gaps = 0, []
+    with torch.inference_mode():
+        for text in texts:
+            ids = torch.tensor([model.tokenizer(text, truncation=True, max_length=128)["input_ids"]])
+            reference = model.module(ids).float()[0]
+            same += int(int8(ids).float()[0].argmax() == reference.argmax())
+            best = reference.softmax(0).topk(2).values
+            gaps.append(float(best[0] - best[1]))
+    gaps.sort()
+    return {"requests": float(len(texts)), "int8_dynamic agreement with fp32": same / len(texts),
+            "fp32 median gap between the two best probabilities": gaps[len(gaps) // 2]}
+
+
 def accuracy(tmp: Path) -> dict[str, float]:
     folder = write_small_bert(tmp / "trained", SmallBertConfig(), trained=True)
     model = load_transformers(str(folder), torch.device("cpu"))
@@ -199,6 +218,10 @@ def report(out: dict) -> str:
     lines += ["", "## Accuracy (small BERT trained on the corpus, held out)", ""]
     lines += [f"- {k}: {v:.4f}" if "held_out" not in k else f"- held-out sentences: {int(v)}"
               for k, v in out["accuracy"].items()]
+    if out.get("benchmark_agreement"):
+        lines += ["", f"## Agreement on the benchmark's requests ({out['size']} BERT, seeded weights)", ""]
+        lines += [f"- {k}: {v:.4f}" if k != "requests" else f"- requests: {int(v)}"
+                  for k, v in out["benchmark_agreement"].items()]
     if out.get("served"):
         lines += ["", "## Served (closed loop)", "", "| model | clients | req/s | vs example | p50 ms | p99 ms | errors |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
@@ -237,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out["in_process"], indent=1), flush=True)
         out["accuracy"] = accuracy(tmp)
         print(json.dumps(out["accuracy"], indent=1), flush=True)
+        out["benchmark_agreement"] = benchmark_agreement(folder, texts)
+        print(json.dumps(out["benchmark_agreement"], indent=1), flush=True)
         if not args.no_serve:
             out["served"] = served(folder, texts, tmp, args.clients, args.seconds, args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
