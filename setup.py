@@ -15,7 +15,7 @@ setup(
     "sampled Kineto profiling and per-worker Prometheus metrics, plus the tools to benchmark and tune them.",
     python_requires=">=3.9",
     packages=find_packages(include=["torchserve_perf", "torchserve_perf.*"]),
-    package_data={"torchserve_perf.plugins.metrics": ["*.yaml"], "torchserve_perf.models": ["corpus/*.tsv"]},
+    package_data={"torchserve_perf.plugins.metrics": ["*.yaml"], "torchserve_perf.models": ["corpus/*.tsv", "corpus/*.json"]},
     install_requires=[
         # What the handlers and plugins import inside a TorchServe worker.
         "torch>=2.1,<3",

@@ -1,5 +1,6 @@
 """A small BERT in Hugging Face's ``save_pretrained`` format, made offline: a WordPiece tokenizer
-trained with ``tokenizers`` on the shipped corpus, and seeded weights (or a short training on it).
+trained with ``tokenizers`` on the shipped corpus (once: the trained file is shipped beside it), and
+seeded weights (or a short training on it).
 
 Nothing is downloaded: the folder this writes is what ``torchserve-perf archive --hf-model`` takes.
 Needs the ``hf`` extra (transformers, tokenizers, safetensors).
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 CORPUS = Path(__file__).with_name("corpus") / "reviews.tsv"
+CORPUS_TOKENIZER = CORPUS.with_name("wordpiece.json")  # trained on CORPUS once, shipped (corpus_tokenizer)
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, BERT's usual order
 SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
 TOKEN_LABELS = ("O", "B-ITEM", "I-ITEM")
@@ -72,6 +74,29 @@ def train_tokenizer(sentences: Sequence[str], vocab_size: int, max_length: int) 
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length, **SPECIAL)
 
 
+def write_corpus_tokenizer(path: Path = CORPUS_TOKENIZER) -> Path:
+    """Train the WordPiece tokenizer on the shipped corpus and write it to ``path``, the file the
+    repository ships. Run again only when the corpus changes (see :func:`corpus_tokenizer`)."""
+    tokenizer = train_tokenizer([s for _, s in read_corpus()], 2000, 128)
+    tokenizer.backend_tokenizer.save(str(path))
+    return path
+
+
+def corpus_tokenizer(vocab_size: int, max_length: int) -> Any:
+    """The corpus's WordPiece tokenizer: the shipped one (trained once by :func:`write_corpus_tokenizer`),
+    or a new training when ``vocab_size`` is below its vocabulary. ``tokenizers``' trainer breaks ties
+    between equally frequent pairs differently from run to run (a few tokens of about 400 differ), so
+    a tokenizer trained at every call would give every "seeded" model other ids; the shipped file
+    gives every run the same ones."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    shipped = Tokenizer.from_file(str(CORPUS_TOKENIZER))
+    if shipped.get_vocab_size() > vocab_size:
+        return train_tokenizer([s for _, s in read_corpus()], vocab_size, max_length)
+    return PreTrainedTokenizerFast(tokenizer_object=shipped, model_max_length=max_length, **SPECIAL)
+
+
 def make_model(config: SmallBertConfig, labels: Sequence[str], vocab_size: int) -> Any:
     """The seeded model for ``config.task``, SDPA attention, labels in ``config.id2label``."""
     import torch
@@ -115,7 +140,7 @@ def write_small_bert(folder: Path, config: Optional[SmallBertConfig] = None, tra
     ``trained``: fine-tune a sequence classifier on the corpus's training split (seconds on CPU)."""
     config = config or SmallBertConfig()
     pairs = read_corpus()
-    tokenizer = train_tokenizer([s for _, s in pairs], config.vocab_size, config.max_length)
+    tokenizer = corpus_tokenizer(config.vocab_size, config.max_length)
     labels = corpus_labels(pairs) if config.task == "sequence" else list(TOKEN_LABELS)
     model = make_model(config, labels, len(tokenizer))
     if trained and config.task == "sequence":
