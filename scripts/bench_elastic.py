@@ -81,7 +81,8 @@ def load_times(name: str, calibrated: bool, restarts: int = 3) -> dict:
     cold_ready_s = time.perf_counter() - began
     try:
         cold = line.findall(server.read_log())
-        ready_s, warm, reused = [], [], 0
+        ready_s: list[float] = []
+        warm: list[float] = []
         for _ in range(restarts):  # one restart is one sample of a few tenths: take several
             seen = len(line.findall(server.read_log()))
             workers = server.manage("GET", f"models/{name}").json()[0]["workers"]

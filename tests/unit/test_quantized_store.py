@@ -13,8 +13,8 @@ from tests.unit.test_optimizations import MLP_EXAMPLE, FasterPlugin, Sleepy, Tin
 from torchserve_perf.plugins.optimizations import Registry, optimize
 from torchserve_perf.plugins.optimizations.auto_cache import model_digest
 from torchserve_perf.plugins.optimizations.builtin import builtin_specs
-from torchserve_perf.plugins.optimizations.calibration import load, reference_scores, save
-from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin
+from torchserve_perf.plugins.optimizations.calibration import CalibratedOptions, load, reference_scores, save
+from torchserve_perf.plugins.optimizations.interface import OptimizationPlugin, StepContext
 from torchserve_perf.plugins.optimizations.quantized_store import ARCHIVE_DIR, QuantizedStore
 from torchserve_perf.tools.archive.prequantize import int8_plugins
 
@@ -113,8 +113,11 @@ def test_reference_scores_are_run_once_and_then_read(tmp_path, monkeypatch):
         calls.append(x.shape[0])
         return model(x)
 
-    first = reference_scores(counted, model_digest(model), samples_file, samples, 4, 2, str(tmp_path / "cache"))
-    again = reference_scores(counted, model_digest(model), samples_file, samples, 4, 2, str(tmp_path / "cache"))
+    # Serving batches of 2: the gate (and so the references) runs 2 rows per call.
+    step = StepContext(runtime=runtime(), options=CalibratedOptions(holdout_every=4),
+                       inputs=(torch.zeros(1, 4), torch.zeros(2, 4)), example=torch.zeros(2, 4))
+    first = reference_scores(counted, model_digest(model), samples_file, samples, step, str(tmp_path / "cache"))
+    again = reference_scores(counted, model_digest(model), samples_file, samples, step, str(tmp_path / "cache"))
     assert calls == [2, 2] and torch.equal(first, again)
     assert torch.allclose(first, model(samples.holdout).detach())
 

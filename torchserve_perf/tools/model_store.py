@@ -154,7 +154,9 @@ def build_demo_text(store: Path) -> Optional[Path]:
 
     missing = [p for p in ("transformers", "tokenizers", "safetensors") if importlib.util.find_spec(p) is None]
     if missing:
-        print(f"skipped {DEMO_TEXT}: {missing[0]} is not installed (pip install 'torchserve-perf[hf]')")
+        from torchserve_perf.handlers.hf_model import EXTRA
+
+        print(f"skipped {DEMO_TEXT}: {missing[0]} is not installed (pip install '{EXTRA}')")
         return None
     from torchserve_perf.models.small_bert import SmallBertConfig, write_small_bert
     from torchserve_perf.tools.archive import main as archive_main

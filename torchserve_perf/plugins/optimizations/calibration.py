@@ -128,12 +128,18 @@ def artefact_key(model_digest: str, samples_file: Path, *settings: Any) -> str:
     return digest.hexdigest()[:32]
 
 
-def reference_scores(model: Any, model_digest: str, samples_file: Path, samples: CalibrationSet,
-                     holdout_every: int, batch: int, cache_dir: Optional[str]) -> torch.Tensor:
+def store_dir(step: Any) -> Optional[str]:
+    """Where a calibrated plugin keeps what it builds: the worker's runtime cache dir, or None when
+    its options say ``cache: false`` (then it is built at every load, unless the archive carries it)."""
+    return step.runtime.cache_dir if step.options.cache else None
+
+
+def reference_scores(model: Any, model_digest: str, samples_file: Path, samples: CalibrationSet, step: Any,
+                     cache_dir: Optional[str]) -> torch.Tensor:
     """fp32's scores on the held-out samples, which every gate compares with: they depend only on the
     model and the calibration file, so they are stored like a quantized model (in the archive when
-    it was built with --calibration, else in the host's cache) and eager runs them once per host."""
-    from torchserve_perf.plugins.optimizations.accuracy_gate import scores
+    it was built with --calibration, else in ``cache_dir``) and eager runs them once per host."""
+    from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, scores
     from torchserve_perf.plugins.optimizations.quantized_store import QuantizedStore
 
     def read(path: Path) -> torch.Tensor:
@@ -142,10 +148,21 @@ def reference_scores(model: Any, model_digest: str, samples_file: Path, samples:
             raise ValueError(f"{path}: not the scores of {samples.holdout.shape[0]} held-out samples")
         return stored
 
+    holdout_every = step.options.holdout_every
     store = QuantizedStore("references", artefact_key(model_digest, samples_file, "fp32", holdout_every), (".pt",),
                            cache_dir)
-    return store.get(lambda: scores(model, samples.holdout, batch), read,
+    return store.get(lambda: scores(model, samples.holdout, gate_batch(step)), read,
                      lambda value, path: torch.save(value.contiguous(), path))
+
+
+def gate(name: str, model: Any, model_digest: str, samples_file: Path, samples: CalibrationSet,
+         candidate: Any, step: Any) -> dict[str, float]:
+    """A calibrated plugin's accuracy gate: ``candidate`` on the held-out samples against fp32's
+    scores on them (:func:`reference_scores`); accuracy_gate.gate_held_out, which raises GateRejected."""
+    from torchserve_perf.plugins.optimizations.accuracy_gate import gate_held_out
+
+    reference = reference_scores(model, model_digest, samples_file, samples, step, store_dir(step))
+    return gate_held_out(name, reference, candidate, samples.holdout, step.options.gate, step)
 
 
 def save(samples: torch.Tensor, path: Path) -> Path:

@@ -29,7 +29,6 @@ import torch
 
 from torchserve_perf.plugins.config import at_least_one
 from torchserve_perf.plugins.optimizations import calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, gate_held_out
 from torchserve_perf.plugins.optimizations.auto_cache import model_digest
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import (
@@ -121,7 +120,7 @@ def quantized_graph(model: torch.nn.Module, step: StepContext, samples: calibrat
         log.info("int8: using the graph quantized at archive time, %s", prebuilt)
         return prebuilt.read_bytes()
     store = QuantizedStore("int8", cache_key(model_digest, found, options, tuple(step.example.shape[1:])),
-                           (".onnx",), step.runtime.cache_dir if options.cache else None)
+                           (".onnx",), calibration.store_dir(step))
     return store.get(lambda: quantize(export(model, step, "torchscript", None), samples.calibrate, options),
                      lambda path: path.read_bytes(), lambda graph, path: path.write_bytes(graph))
 
@@ -150,9 +149,7 @@ def apply(model: Callable[..., Any], step: StepContext) -> Callable[..., Any]:
     digest = model_digest(model)
     graph = quantized_graph(model, step, samples, found, digest)
     runner = sessions(graph, step, options.max_sessions)
-    reference = calibration.reference_scores(model, digest, found, samples, options.holdout_every,
-                                             gate_batch(step), step.runtime.cache_dir if options.cache else None)
-    runner.measured = gate_held_out("int8", reference, runner, samples.holdout, options.gate, step)
+    runner.measured = calibration.gate("int8", model, digest, found, samples, runner, step)
     return runner
 
 

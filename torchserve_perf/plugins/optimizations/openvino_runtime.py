@@ -26,7 +26,6 @@ import torch
 
 from torchserve_perf.plugins.config import at_least_one
 from torchserve_perf.plugins.optimizations import auto_cache, calibration
-from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch, gate_held_out
 from torchserve_perf.plugins.optimizations.autocast import hardware_support
 from torchserve_perf.plugins.optimizations.interface import AutoCandidate, OptimizationSpec, StepContext, Unavailable
 from torchserve_perf.plugins.optimizations.onnx_runtime import for_threads, session_threads
@@ -169,7 +168,7 @@ def quantized_model(model: Callable[..., Any], step: StepContext, samples: calib
     options: OpenVinoInt8Options = step.options
     key = calibration.artefact_key(model_digest, found, "openvino", ov.__version__, version("nncf"), options.preset,
                                    options.holdout_every, list(step.example.shape[1:]), step.dynamic_dims)
-    store = QuantizedStore("openvino_int8", key, (".xml", ".bin"), step.runtime.cache_dir if options.cache else None)
+    store = QuantizedStore("openvino_int8", key, (".xml", ".bin"), calibration.store_dir(step))
     return store.get(lambda: quantize(convert(model, step), samples.calibrate, options.preset),
                      lambda path: ov.Core().read_model(str(path)),
                      lambda quantized, path: ov.save_model(quantized, str(path), compress_to_fp16=False))
@@ -181,9 +180,7 @@ def apply_int8(model: Callable[..., Any], step: StepContext) -> Callable[..., An
     digest = auto_cache.model_digest(model)
     quantized = quantized_model(model, step, samples, found, digest)
     runner = compile_models(quantized, step, "f32", options.max_models)
-    reference = calibration.reference_scores(model, digest, found, samples, options.holdout_every,
-                                             gate_batch(step), step.runtime.cache_dir if options.cache else None)
-    runner.measured = gate_held_out("openvino_int8", reference, runner, samples.holdout, options.gate, step)
+    runner.measured = calibration.gate("openvino_int8", model, digest, found, samples, runner, step)
     return runner
 
 

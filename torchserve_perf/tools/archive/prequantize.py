@@ -72,7 +72,6 @@ def working_folder(path: Path) -> Iterator[None]:
 def _quantize_all(plan: ArchivePlan, model: torch.nn.Module, samples_file: Path, folder: Path,
                   plugins: tuple[str, ...]) -> dict[str, str]:
     from torchserve_perf.plugins.optimizations import calibration
-    from torchserve_perf.plugins.optimizations.accuracy_gate import gate_batch
     from torchserve_perf.plugins.optimizations.auto_cache import model_digest
     from torchserve_perf.plugins.optimizations.chain import step_context
     from torchserve_perf.plugins.optimizations.config import OptimizationConfig
@@ -106,8 +105,7 @@ def _quantize_all(plan: ArchivePlan, model: torch.nn.Module, samples_file: Path,
                 from torchserve_perf.plugins.optimizations.onnx_int8 import quantized_graph
 
                 quantized_graph(model, step, samples, samples_file, digest)
-            calibration.reference_scores(model, digest, samples_file, samples, step.options.holdout_every,
-                                         gate_batch(step), str(folder))
+            calibration.reference_scores(model, digest, samples_file, samples, step, str(folder))
         except Exception as exc:  # the archive is still good: its workers quantize at load
             done[name] = f"not quantized here ({type(exc).__name__}: {exc}): workers quantize at load"
             continue
